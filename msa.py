@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""msa: a standalone Mail Submission Agent (RFC 6409).
+
+Command-line interface and wiring only (CONTRACT.md "Command line");
+`main()` is also the entry point of the zipapp built by `make dist`.
+Imports are lazy so that `inetd` mode starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__version__ = "0.1.0"
+DEFAULT_CONFIG = "/etc/msa/msa.conf"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="msa.py",
+        description="A mail submission agent: authenticates users, checks their senders, "
+        "completes the message and hands it to the local MTA's sendmail.",
+    )
+    p.add_argument("--version", action="version", version=f"msa {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def conf(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="CONF",
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
+
+    sp = sub.add_parser("serve", help="run the daemon in the foreground")
+    conf(sp)
+    sp = sub.add_parser("inetd", help="serve one SMTP session on standard input/output")
+    conf(sp)
+    sp.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
+    sp = sub.add_parser("check", help="validate the configuration, users database, TLS files and sendmail")
+    conf(sp)
+    sp = sub.add_parser("user", help="edit the users database")
+    conf(sp)
+    sp.add_argument("--users", metavar="FILE", help="the users database (default: from the configuration)")
+    from server import usercmd
+
+    usercmd.build_parser(sp)
+    return p
+
+
+def _load_config(path: str) -> object:
+    from server import config
+
+    try:
+        return config.load(path)
+    except config.ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        from server import check
+
+        return check.run(args.config, sys.stdout)
+    if args.command == "user":
+        from server import usercmd
+
+        path = args.users
+        if path is None:
+            cfg = _load_config(args.config)
+            if cfg is None:
+                return 1
+            path = cfg.users  # type: ignore[attr-defined]
+        return usercmd.run(args, path)
+    cfg = _load_config(args.config)
+    if cfg is None:
+        return 1
+    if args.command == "serve":
+        from server import lifecycle
+
+        return lifecycle.serve(cfg)  # type: ignore[arg-type]
+    from server import inetd
+
+    return inetd.run(cfg, args.tls)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

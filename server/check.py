@@ -1,0 +1,110 @@
+"""`msa.py check`: every problem as `FILE:LINE: message` (or `KEY:`), exit 1
+when any, 0 otherwise; warnings are printed but do not fail. Never a
+traceback (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+from typing import TextIO
+
+from . import config as config_mod
+from . import tls
+
+
+def run(path: str, out: TextIO) -> int:
+    try:
+        cfg = config_mod.load(path)
+    except config_mod.ConfigError as e:
+        for p in e.problems:
+            print(p, file=out)
+        return 1
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    try:
+        import argon2  # noqa: F401
+    except ImportError:
+        problems.append("argon2: the argon2-cffi module is missing (Debian: apt install python3-argon2)")
+
+    if cfg.tls_cert and cfg.tls_key:
+        for key in ("tls_cert", "tls_key"):
+            p = getattr(cfg, key)
+            if not os.path.exists(p):
+                problems.append(f"{cfg.where(key)}: {key}: {p}: no such file")
+        if not any(key in p for p in problems for key in ("tls_cert", "tls_key")):
+            try:
+                tls.server_context(cfg.tls_cert, cfg.tls_key)
+            except (OSError, ssl.SSLError) as e:
+                problems.append(f"{cfg.where('tls_cert')}: cannot load certificate and key: {getattr(e, 'strerror', None) or e}")
+        if cfg.run_as and os.getuid() == 0:
+            warnings.append(f"{cfg.where('tls_key')}: a certificate reload after run_as needs {cfg.tls_key} readable by {cfg.run_as}")
+    else:
+        warnings.append(f"{cfg.path}: no tls_cert/tls_key: STARTTLS is not offered and no one can authenticate")
+
+    try:
+        import sasl
+
+        if not os.path.exists(cfg.users):
+            warnings.append(f"{cfg.users}: users database does not exist; no user can authenticate")
+        else:
+            db = sasl.load(cfg.users)
+            odd = sasl.nondefault_params(db)
+            if odd:
+                warnings.append(f"{cfg.users}: argon2 parameters differ from the defaults for {', '.join(odd)}; their login time differs until `msa.py user passwd` rehashes them (S-510)")
+    except ImportError:
+        pass  # reported above
+    except sasl.UserDBError as e:
+        problems.extend(e.problems)
+
+    prog = cfg.sendmail[0] if cfg.sendmail else ""
+    found = prog if os.path.isabs(prog) else shutil.which(prog, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        problems.append(f"{cfg.where('sendmail')}: sendmail: {prog} is not an executable file")
+    elif os.getuid() == 0 and not cfg.run_as:
+        warnings.append(f"{cfg.where('run_as')}: serve would run {prog} as root; set run_as (S-1012)")
+    if found and os.path.isfile(found):
+        _check_mta(cfg, found, warnings)
+
+    parent = cfg.spool if os.path.isdir(cfg.spool) else os.path.dirname(cfg.spool)
+    if not os.path.isdir(parent):
+        problems.append(f"{cfg.where('spool')}: spool: {cfg.spool}: neither it nor its parent directory exists")
+    elif not os.access(parent, os.W_OK):
+        warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
+
+    if cfg.run_as:
+        import pwd
+
+        try:
+            pwd.getpwnam(cfg.run_as)
+        except KeyError:
+            problems.append(f"{cfg.where('run_as')}: run_as: no such user {cfg.run_as!r}")
+
+    for w in warnings:
+        print(f"warning: {w}", file=out)
+    for p in problems:
+        print(p, file=out)
+    return 1 if problems else 0
+
+
+def _check_mta(cfg: config_mod.Config, sendmail: str, warnings: list[str]) -> None:
+    """S-805: say what the MTA needs to trust msa."""
+    real = os.path.realpath(sendmail)
+    if "exim" in real:
+        warnings.append(f"{cfg.where('sendmail')}: Exim ignores -f unless msa's user is in trusted_users (see README)")
+        return
+    postconf = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if postconf is None or "postfix" not in real and not os.path.exists("/etc/postfix/main.cf"):
+        return
+    try:
+        out = subprocess.run([postconf, "-h", "message_size_limit"], capture_output=True, text=True, timeout=10)
+        limit = int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return
+    if limit and limit < cfg.max_message_size + 64 * 1024:
+        warnings.append(
+            f"{cfg.where('max_message_size')}: Postfix's message_size_limit is {limit}, below max_message_size "
+            f"{cfg.max_message_size} plus msa's added header: Postfix would refuse what msa accepts"
+        )

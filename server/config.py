@@ -1,0 +1,276 @@
+"""The configuration file: `[msa]` INI → a frozen `Config` (CONTRACT.md).
+
+Every problem is reported, not only the first, as `FILE:LINE: message` (or
+`FILE: message` when no line applies); unknown keys are errors naming the
+key. Relative paths are relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+import shlex
+import socket
+from dataclasses import dataclass, field
+
+DEFAULT_PATH = "/etc/msa/msa.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+    mode: str  # "starttls" | "tls"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port} {self.mode}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    hostname: str
+    listen: tuple[Listen, ...]
+    tls_cert: str | None
+    tls_key: str | None
+    users: str
+    spool: str
+    sendmail: tuple[str, ...]
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    max_connections_per_ip: int
+    timeout: float
+    run_as: str | None
+    require_tls_for_auth: bool
+    log: str
+    sendmail_timeout: float
+    received_client: bool
+    auth_cache_ttl: float
+    auth_failures: int
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}:{line}" if line else self.path
+
+    def is_trusted(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped  # S-109
+        return any(addr in net for net in self.trusted_networks if net.version == addr.version)
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_DEFAULTS: dict[str, str] = {
+    "hostname": "",
+    "listen": "0.0.0.0:587 starttls, 0.0.0.0:465 tls",
+    "tls_cert": "",
+    "tls_key": "",
+    "users": "users.db",
+    "spool": "/var/spool/msa",
+    "sendmail": "/usr/sbin/sendmail",
+    "trusted_networks": "",
+    "max_message_size": "26214400",
+    "max_recipients": "100",
+    "max_connections": "100",
+    "max_connections_per_ip": "20",
+    "timeout": "300",
+    "run_as": "",
+    "require_tls_for_auth": "yes",
+    "log": "stderr",
+    "sendmail_timeout": "120",
+    "received_client": "yes",
+    "auth_cache_ttl": "300",
+    "auth_failures": "3",
+}
+
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
+_BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line numbers of `key =` lines, for FILE:LINE messages."""
+    lines: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*[=:]", line)
+        if m and not line.lstrip().startswith(("#", ";")):
+            lines.setdefault(m.group(1).lower(), n)
+    return lines
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{path}: cannot read: {getattr(e, 'strerror', None) or e}"]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str) -> Config:
+    problems: list[str] = []
+    lines = _key_lines(text)
+
+    def where(key: str) -> str:
+        return f"{path}:{lines[key]}" if key in lines else path
+
+    cp = configparser.ConfigParser(interpolation=None, strict=True, empty_lines_in_values=False)
+    try:
+        cp.read_string(text, source=path)
+    except configparser.Error as e:
+        lineno = getattr(e, "lineno", None)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, configparser.MissingSectionHeaderError):
+            msg = "expected the section header [msa] before any key"
+        elif isinstance(e, configparser.DuplicateOptionError):
+            msg = f"duplicate key {e.option!r}"
+        elif isinstance(e, configparser.DuplicateSectionError):
+            msg = f"duplicate section [{e.section}]"
+        elif isinstance(e, configparser.ParsingError):
+            bad = e.errors[0] if e.errors else (None, "")
+            lineno, msg = bad[0], f"cannot parse line {bad[1]!s}"
+        raise ConfigError([f"{path}:{lineno}: {msg}" if lineno else f"{path}: {msg}"]) from None
+    for section in cp.sections():
+        if section != "msa":
+            problems.append(f"{path}: unknown section [{section}] (only [msa] is read)")
+    values = dict(_DEFAULTS)
+    if cp.has_section("msa"):
+        for key, value in cp.items("msa"):
+            if key not in _DEFAULTS:
+                problems.append(f"{where(key)}: unknown key {key!r}")
+            else:
+                values[key] = value.strip()
+    elif not problems:
+        problems.append(f"{path}: no [msa] section")
+
+    base = os.path.dirname(os.path.abspath(path))
+
+    def rel(p: str) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+    def integer(key: str, low: int, high: int) -> int:
+        raw = values[key]
+        try:
+            v = int(raw)
+        except ValueError:
+            problems.append(f"{where(key)}: {key} must be a whole number, not {raw!r}")
+            return int(_DEFAULTS[key])
+        if not low <= v <= high:
+            problems.append(f"{where(key)}: {key} must be between {low} and {high}, not {v}")
+        return v
+
+    def number(key: str, low: float, high: float) -> float:
+        raw = values[key]
+        try:
+            v = float(raw)
+        except ValueError:
+            problems.append(f"{where(key)}: {key} must be a number of seconds, not {raw!r}")
+            return float(_DEFAULTS[key])
+        if not low <= v <= high or v != v:
+            problems.append(f"{where(key)}: {key} must be between {low:g} and {high:g}, not {raw}")
+        return v
+
+    def boolean(key: str) -> bool:
+        raw = values[key].lower()
+        if raw not in _BOOLS:
+            problems.append(f"{where(key)}: {key} must be yes or no, not {values[key]!r}")
+            return _BOOLS[_DEFAULTS[key]]
+        return _BOOLS[raw]
+
+    listen: list[Listen] = []
+    for item in values["listen"].split(","):
+        item = item.strip()
+        m = _LISTEN.match(item)
+        if not m:
+            problems.append(f"{where('listen')}: listen entry {item!r} is not HOST:PORT MODE")
+            continue
+        host = m.group("v6") or m.group("host")
+        port = int(m.group("port"))
+        mode = m.group("mode").lower()
+        if m.group("v6"):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                problems.append(f"{where('listen')}: {host!r} is not an IPv6 address")
+        if not 0 <= port < 65536:  # 0: any free port, printed in the log
+            problems.append(f"{where('listen')}: port {port} out of range")
+        if mode not in ("starttls", "tls"):
+            problems.append(f"{where('listen')}: mode {mode!r} must be starttls or tls")
+        listen.append(Listen(host, port, mode))
+    if not listen and not any("listen" in p for p in problems):
+        problems.append(f"{where('listen')}: no listen address")
+
+    cert = rel(values["tls_cert"]) if values["tls_cert"] else None
+    key = rel(values["tls_key"]) if values["tls_key"] else None
+    if bool(cert) != bool(key):
+        problems.append(f"{where('tls_cert' if cert else 'tls_key')}: tls_cert and tls_key go together")
+    if not cert and any(entry.mode == "tls" for entry in listen):
+        problems.append(f"{where('listen')}: a tls listener needs tls_cert and tls_key")
+
+    try:
+        sendmail = tuple(shlex.split(values["sendmail"]))
+    except ValueError as e:
+        problems.append(f"{where('sendmail')}: sendmail: {e}")
+        sendmail = ()
+    if not sendmail and not any("sendmail" in p for p in problems):
+        problems.append(f"{where('sendmail')}: sendmail is empty")
+
+    nets = []
+    for item in re.split(r"[,\s]+", values["trusted_networks"]):
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            problems.append(f"{where('trusted_networks')}: {item!r} is not a network (CIDR)")
+
+    hostname = values["hostname"] or socket.getfqdn()
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?", hostname):
+        problems.append(f"{where('hostname')}: hostname {hostname!r} is not a domain name")
+
+    log = values["log"].lower()
+    if log not in ("stderr", "syslog"):
+        problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
+
+    cfg = Config(
+        path=path,
+        hostname=hostname,
+        listen=tuple(listen),
+        tls_cert=cert,
+        tls_key=key,
+        users=rel(values["users"]),
+        spool=rel(values["spool"]),
+        sendmail=sendmail,
+        trusted_networks=tuple(nets),
+        max_message_size=integer("max_message_size", 1024, 2**40),
+        max_recipients=integer("max_recipients", 1, 100000),
+        max_connections=integer("max_connections", 1, 100000),
+        max_connections_per_ip=integer("max_connections_per_ip", 1, 100000),
+        timeout=number("timeout", 1, 86400),
+        run_as=values["run_as"] or None,
+        require_tls_for_auth=boolean("require_tls_for_auth"),
+        log=log,
+        sendmail_timeout=number("sendmail_timeout", 1, 86400),
+        received_client=boolean("received_client"),
+        auth_cache_ttl=number("auth_cache_ttl", 0, 86400),
+        auth_failures=integer("auth_failures", 1, 100),
+        lines=lines,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return cfg

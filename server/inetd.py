@@ -1,0 +1,73 @@
+"""inetd mode: exactly one session on standard input/output (CONTRACT.md).
+
+Same Runtime and Session as the daemon, in the main thread. If fd 0 is a
+socket, STARTTLS is offered when TLS is configured and `--tls` handshakes at
+start; on pipes there is no TLS and `--tls` is refused clearly. When stderr
+is the socket (classic inetd), logs go to syslog so they never reach the
+client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import sys
+
+from . import maillog, spool
+from .auth import Authenticator
+from .config import Config
+from .lifecycle import StartupError, build_runtime
+from .runtime import Server
+from .session import Session
+from .transport import PipeTransport, SocketTransport
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def run(cfg: Config, implicit_tls: bool) -> int:
+    stdin_socket = _is_socket(0)
+    stderr_is_stdin = stdin_socket and _is_socket(2) and os.path.sameopenfile(0, 2)
+    maillog.setup("syslog" if stderr_is_stdin else cfg.log)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        runtime = build_runtime(cfg)
+        spool.prepare(cfg.spool, clean=False)
+    except StartupError as e:
+        for p in e.problems:
+            maillog.error(p)
+        return 1
+    except spool.SpoolError as e:
+        maillog.error(f"spool: {e}")
+        return 1
+    if implicit_tls and runtime.ssl_context is None:
+        maillog.error("inetd --tls needs tls_cert and tls_key")
+        return 1
+    ip, port = os.environ.get("TCPREMOTEIP", "unknown"), None
+    if stdin_socket:
+        sock = socket.socket(fileno=os.dup(0))
+        try:
+            peer = sock.getpeername()
+            if isinstance(peer, tuple) and peer:
+                ip, port = peer[0], peer[1]
+        except OSError:
+            pass
+        transport: SocketTransport | PipeTransport = SocketTransport(sock)
+    else:
+        if implicit_tls:
+            print("msa: inetd --tls needs a socket on standard input", file=sys.stderr)
+            return 2
+        transport = PipeTransport(0, 1)
+    if port is None and os.environ.get("TCPREMOTEPORT", "").isdigit():
+        port = int(os.environ["TCPREMOTEPORT"])
+    server = Server(runtime)
+    server.auth = Authenticator(server, cfg.auth_cache_ttl)
+    Session(server, transport, ip, port, implicit_tls).run()
+    return 0

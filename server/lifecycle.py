@@ -1,0 +1,234 @@
+"""The daemon's life: build the runtime, bind, drop privileges, serve,
+reload on SIGHUP or a changed users.db, drain on SIGTERM/SIGINT.
+
+Signal handlers only set flags; the main thread acts (socketserver's
+`shutdown()` must not be called from the thread running serve_forever).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+
+import sasl
+
+from . import maillog, spool, tls
+from .auth import Authenticator
+from .config import Config
+from .listener import Listener
+from .runtime import Runtime, Server
+
+DRAIN_GRACE = 10.0  # seconds beyond sendmail_timeout (DESIGN.md)
+WATCH_INTERVAL = 1.0
+
+
+class StartupError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_users(cfg: Config) -> sasl.UserDB:
+    """The users database; a missing file is an empty one (CONTRACT.md)."""
+    if not os.path.exists(cfg.users):
+        maillog.warning(f"{cfg.users}: users database does not exist; no user can authenticate")
+    return sasl.load(cfg.users)
+
+
+def build_runtime(cfg: Config) -> Runtime:
+    problems: list[str] = []
+    ctx = None
+    if cfg.tls_cert and cfg.tls_key:
+        try:
+            ctx = tls.server_context(cfg.tls_cert, cfg.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            problems.append(f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {getattr(e, 'strerror', None) or e}")
+    users = None
+    try:
+        users = load_users(cfg)
+    except sasl.UserDBError as e:
+        problems.extend(e.problems)
+    if problems:
+        raise StartupError(problems)
+    return Runtime(cfg, ctx, users)
+
+
+def reload(server: Server) -> bool:
+    """Swap in a new runtime if both the users database and the certificate
+    load; otherwise log why and keep the old one (DESIGN.md)."""
+    old = server.runtime
+    try:
+        new = build_runtime(old.config)
+    except StartupError as e:
+        for p in e.problems:
+            maillog.error(f"reload failed, keeping the previous configuration: {p}")
+        return False
+    server.swap(new)
+    maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users")
+    return True
+
+
+def _users_stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _systemd_sockets() -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (sd_listen_fds)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return [socket.socket(fileno=3 + i) for i in range(n)]
+
+
+def _notify(state: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(path)
+            s.send(state.encode())
+    except OSError:
+        pass
+
+
+def drop_privileges(user: str) -> None:
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise StartupError([f"run_as: no such user {user!r}"]) from None
+    if os.getuid() != 0:
+        if os.getuid() == pw.pw_uid:
+            return
+        raise StartupError([f"run_as: switching to {user} needs root"])
+    try:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as e:
+        raise StartupError([f"run_as: cannot switch to {user}: {e.strerror}"]) from None
+    del grp
+
+
+def serve(cfg: Config) -> int:
+    maillog.setup(cfg.log)
+    try:
+        runtime = build_runtime(cfg)
+        removed = spool.prepare(cfg.spool)
+    except StartupError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        return 1
+    except spool.SpoolError as e:
+        print(f"{cfg.where('spool')}: spool: {e}", file=sys.stderr)
+        return 1
+    if removed:
+        maillog.warning(f"removed {removed} stale spool file(s) from {cfg.spool}")
+    server = Server(runtime)
+    server.auth = Authenticator(server, cfg.auth_cache_ttl)
+
+    listeners: list[Listener] = []
+    try:
+        adopted = _systemd_sockets()
+        if adopted:
+            tls_ports = {e.port for e in cfg.listen if e.mode == "tls"}
+            for sock in adopted:
+                port = sock.getsockname()[1]
+                mode = "tls" if port in tls_ports else "starttls"
+                entry = next((e for e in cfg.listen if e.port == port), None)
+                from .config import Listen
+
+                listeners.append(Listener(server, entry or Listen(sock.getsockname()[0], port, mode), sock))
+        else:
+            for entry in cfg.listen:
+                listeners.append(Listener(server, entry))
+    except OSError as e:
+        for lst in listeners:
+            lst.server_close()
+        print(f"{cfg.where('listen')}: cannot listen on {entry}: {e.strerror}", file=sys.stderr)
+        return 1
+    if cfg.run_as:
+        try:
+            drop_privileges(cfg.run_as)
+        except StartupError as e:
+            for p in e.problems:
+                print(p, file=sys.stderr)
+            return 1
+
+    stop = threading.Event()
+    hup = threading.Event()
+
+    def on_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: object) -> None:
+        hup.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death (S-307)
+
+    threads = []
+    for lst in listeners:
+        t = threading.Thread(target=lst.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+        t.start()
+        threads.append(t)
+        host, port = lst.server_address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        maillog.info(f"listening on {shown}:{port} ({lst.entry.mode})")
+    maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users")
+    _notify("READY=1")
+
+    stamp = _users_stamp(cfg.users)
+    while not stop.is_set():
+        stop.wait(WATCH_INTERVAL)
+        new_stamp = _users_stamp(cfg.users)
+        if hup.is_set() or new_stamp != stamp:
+            hup.clear()
+            stamp = new_stamp
+            _notify("RELOADING=1")
+            reload(server)
+            _notify("READY=1")
+
+    _notify("STOPPING=1")
+    maillog.info("stopping: no new connections; letting sessions finish")
+    server.stopping.set()
+    for lst in listeners:
+        lst.shutdown()
+        lst.server_close()
+    deadline = time.monotonic() + cfg.sendmail_timeout + DRAIN_GRACE
+    while time.monotonic() < deadline:
+        live = server.live_sessions()
+        if not live:
+            break
+        for s in live:
+            s.wake()
+        time.sleep(0.1)
+    left = server.live_sessions()
+    if left:
+        maillog.warning(f"stopping with {len(left)} session(s) still open")
+        for s in left:
+            s.force_close()
+    maillog.info("stopped")
+    return 0

@@ -1,0 +1,155 @@
+"""Log lines, one function per event, in Postfix's shape (SPEC.md §9).
+
+`msa[PID]: ID: key=value, ...`. Client-supplied text goes through `esc()`:
+controls and non-UTF-8 become \\xNN and it is cut to 256 characters (S-901).
+No function here takes a password, an AUTH response or message content
+(S-903).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import time
+
+log = logging.getLogger("msa")
+
+_MAX = 256
+
+
+def esc(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    out = []
+    for ch in value[:_MAX]:
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F or 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o & 0xFF:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def client_name(ip: str, port: int | None) -> str:
+    return f"unknown[{ip}]:{port}" if port is not None else f"unknown[{ip}]"
+
+
+class _StderrFormatter(logging.Formatter):
+    def __init__(self, stamp: bool) -> None:
+        super().__init__()
+        self.stamp = stamp
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"msa[{os.getpid()}]: {record.getMessage()}"
+        if self.stamp:
+            t = time.localtime(record.created)
+            z = time.strftime("%z", t)
+            line = time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}{z[:3]}:{z[3:]} " + line
+        return line
+
+
+def setup(kind: str = "stderr") -> None:
+    """Send log lines to stderr (with an RFC 3339 stamp outside the
+    journal) or to syslog, facility mail."""
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler: logging.Handler
+    if kind == "syslog":
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+            )
+        except OSError:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(_StderrFormatter(stamp=True))
+        else:
+            handler.setFormatter(logging.Formatter("msa[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_StderrFormatter(stamp="JOURNAL_STREAM" not in os.environ))
+    log.addHandler(handler)
+
+
+# -- events -------------------------------------------------------------------------
+def info(text: str) -> None:
+    log.info("%s", text)
+
+
+def warning(text: str) -> None:
+    log.warning("warning: %s", text)
+
+
+def error(text: str) -> None:
+    log.error("error: %s", text)
+
+
+def connect(sid: str, client: str) -> None:
+    log.info("%s: connect from %s", sid, client)
+
+
+def starttls(sid: str, client: str, discarded: int) -> None:
+    if discarded:
+        log.warning("%s: warning: %s: discarded %d bytes pipelined after STARTTLS", sid, client, discarded)
+
+
+def tls_established(sid: str, client: str, version: str, cipher: str) -> None:
+    log.info("%s: TLS connection established from %s: %s with cipher %s", sid, client, version, cipher)
+
+
+def tls_failed(sid: str, client: str, reason: str) -> None:
+    log.info("%s: SSL_accept error from %s: %s", sid, client, esc(reason))
+
+
+def auth_ok(sid: str, client: str, method: str, user: str) -> None:
+    log.info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
+
+
+def auth_failed(client: str, method: str, user: str | None, reason: str) -> None:
+    log.warning(
+        "warning: %s: SASL %s authentication failed: %s, sasl_username=%s",
+        client, method, reason, esc(user) if user else "(unknown)",
+    )
+
+
+def client(qid: str, client: str, method: str | None, user: str | None) -> None:
+    if user:
+        log.info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, client, method, esc(user))
+    else:
+        log.info("%s: client=%s", qid, client)
+
+
+def message_from(qid: str, sender: str, size: int, nrcpt: int) -> None:
+    log.info("%s: from=<%s>, size=%d, nrcpt=%d", qid, esc(sender), size, nrcpt)
+
+
+def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str) -> None:
+    log.info("%s: to=<%s>, relay=sendmail, delay=%.2f, status=%s (%s)", qid, esc(rcpt), delay, status, esc(detail))
+
+
+def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None, helo: str | None) -> None:
+    parts = [f"{sid}: reject: {command} from {client}: {reply}"]
+    extra = []
+    if sender is not None:
+        extra.append(f"from=<{esc(sender)}>")
+    if rcpt is not None:
+        extra.append(f"to=<{esc(rcpt)}>")
+    if helo is not None:
+        extra.append(f"helo=<{esc(helo)}>")
+    log.info("%s", parts[0] + ("; " + " ".join(extra) if extra else ""))
+
+
+def sendmail_stderr(qid: str, text: bytes) -> None:
+    if text:
+        log.info("%s: sendmail said: %s", qid, esc(text[:512]))
+
+
+def disconnect(sid: str, client: str, counts: dict[str, int]) -> None:
+    order = ["ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit", "unknown"]
+    parts = [f"{k}={counts[k]}" for k in order if counts.get(k)]
+    parts.append(f"commands={counts.get('commands', 0)}")
+    log.info("%s: disconnect from %s %s", sid, client, " ".join(parts))

@@ -1,0 +1,131 @@
+"""Runtime and Server: the state sessions share, passed in, never global.
+
+A `Runtime` is immutable and swapped whole on reload (SIGHUP or a changed
+users.db); a session reads `server.runtime` when it needs it. The `Server`
+holds the runtime, the connection slots, the session registry and the
+shutdown flag (DESIGN.md "Threads and shared resources").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from smtp_states import Settings
+
+from sasl.throttle import client_key as ip_key
+
+from .config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    ssl_context: ssl.SSLContext | None
+    users: Any  # sasl.UserDB (empty when the file is missing)
+
+    def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
+        c = self.config
+        mechanisms: tuple[str, ...] = ()
+        if mechanism_factory is not None:
+            mechanisms = ("PLAIN", "LOGIN")
+            if self.users is not None and getattr(self.users, "all_have_cram", False):
+                mechanisms += ("CRAM-MD5",)  # S-202: only when every user can use it
+        return Settings(
+            hostname=c.hostname,
+            max_message_size=c.max_message_size,
+            max_recipients=c.max_recipients,
+            starttls=starttls and self.ssl_context is not None,
+            require_tls_for_auth=c.require_tls_for_auth,
+            auth_mechanisms=mechanisms,
+            new_mechanism=mechanism_factory,
+            auth_failures=c.auth_failures,
+        )
+
+
+def new_id() -> str:
+    """10 random upper-case hex digits: session and queue ids."""
+    return secrets.token_hex(5).upper()
+
+
+def client_ip(ip: str) -> str:
+    """S-109: ::ffff:a.b.c.d is the IPv4 address a.b.c.d."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+class Slots:
+    """Connection slots for all listeners together (S-109)."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self._used = 0
+        self._by_ip: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, ip: str) -> bool:
+        key = ip_key(ip)
+        with self._lock:
+            if self._used >= self.total or self._by_ip.get(key, 0) >= self.per_ip:
+                return False
+            self._used += 1
+            self._by_ip[key] = self._by_ip.get(key, 0) + 1
+            return True
+
+    def release(self, ip: str) -> None:
+        key = ip_key(ip)
+        with self._lock:
+            self._used -= 1
+            left = self._by_ip.get(key, 1) - 1
+            if left:
+                self._by_ip[key] = left
+            else:
+                self._by_ip.pop(key, None)
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+
+class Server:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        cfg = runtime.config
+        self.slots = Slots(cfg.max_connections, cfg.max_connections_per_ip)
+        self.sessions: set[Any] = set()
+        self.stopping = threading.Event()
+        self.argon2_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
+        self.tls_refusal_slots = threading.BoundedSemaphore(8)
+        self.auth: Any = None  # server.auth.Authenticator, once built
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    def swap(self, runtime: Runtime) -> None:
+        with self._lock:
+            self._runtime = runtime
+
+    def register(self, session: Any) -> None:
+        with self._lock:
+            self.sessions.add(session)
+
+    def unregister(self, session: Any) -> None:
+        with self._lock:
+            self.sessions.discard(session)
+
+    def live_sessions(self) -> list[Any]:
+        with self._lock:
+            return list(self.sessions)

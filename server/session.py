@@ -1,0 +1,260 @@
+"""Session: one client connection, driving a smtp_states.Connection.
+
+Reads with a timeout, feeds the core, writes its replies (one write per
+read, S-105), and acts on the events: the spool on DATA, the TLS handshake
+on StartTls, credential checks on AuthCheck, the hand-off on DataEnd. It
+makes no protocol decision of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections import deque
+from typing import Any
+
+from smtp_states import (
+    AuthCheck,
+    Close,
+    Connection,
+    DataChunk,
+    DataEnd,
+    DataStart,
+    Event,
+    MailFrom,
+    Refused,
+    Reset,
+    StartTls,
+)
+from smtp_states import replies as R
+
+from . import delivery, maillog, tls
+from .runtime import Server, client_ip, new_id
+from .spool import SpoolFile
+from .transport import Timeout
+
+RECV_SIZE = 64 * 1024  # DESIGN.md: tuned by `make bench`
+
+
+class _Policy:
+    """smtp_states.Policy over the current users database (S-601)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def may_send_as(self, user: str, address: str) -> bool:
+        users = self.server.runtime.users
+        return users is not None and users.may_send_as(user, address)
+
+
+class Session:
+    def __init__(self, server: Server, transport: Any, ip: str, port: int | None, implicit_tls: bool) -> None:
+        self.server = server
+        self.transport = transport
+        self.ip = client_ip(ip)
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.sid = new_id()
+        self.client = maillog.client_name(self.ip, port)
+        self.conn: Connection | None = None
+        self.spool: SpoolFile | None = None
+        self.qid: str | None = None
+        self.sender: str | None = None
+        self.method: str | None = None
+        self.tls_info: tuple[str, str] | None = None
+        self.busy = False  # a hand-off or handshake in progress
+        self._messages = 0
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> None:
+        server = self.server
+        server.register(self)
+        maillog.connect(self.sid, self.client)
+        try:
+            self._run()
+        except (OSError, ssl.SSLError):
+            pass  # the client went away; nothing was acknowledged that is not handed over
+        finally:
+            self._drop_spool()
+            server.unregister(self)
+            try:
+                self.transport.close()
+            except OSError:
+                pass
+            counts = self.conn.counts if self.conn is not None else {}
+            maillog.disconnect(self.sid, self.client, counts)
+
+    def _run(self) -> None:
+        runtime = self.server.runtime
+        cfg = runtime.config
+        timeout = cfg.timeout
+        if self.implicit_tls:  # S-403: handshake first, then the greeting
+            if runtime.ssl_context is None or not self._handshake(runtime.ssl_context, timeout):
+                return
+        factory = self.server.auth.mechanism_factory(cfg.hostname) if self.server.auth else None
+        conn = Connection(
+            runtime.settings(factory, starttls=self.transport.can_starttls),
+            _Policy(self.server),
+            tls=self.implicit_tls,
+            trusted=cfg.is_trusted(self.ip),
+        )
+        self.conn = conn
+        conn.start()
+        self._flush()
+        while not conn.closed:
+            if self.server.stopping.is_set() and not conn.in_transaction:
+                self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))  # S-110
+                break
+            if not conn.wants_input():
+                break  # cannot happen in this shell: it never reads while paused
+            try:
+                data = self.transport.recv(RECV_SIZE, timeout)
+            except Timeout:
+                self._handle(conn.abort(R.timeout(cfg.hostname), "timeout"))  # S-108
+                break
+            if not data and self.server.stopping.is_set() and not conn.in_transaction:
+                self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))
+                break
+            self._handle(conn.receive(data))
+
+    def wake(self) -> None:
+        """Shutdown: make an idle session's blocking read return (S-110)."""
+        if self.busy or (self.conn is not None and self.conn.in_transaction):
+            return  # a transaction in progress finishes first (S-110)
+        sock = getattr(self.transport, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def force_close(self) -> None:
+        """End of the drain: cut the connection; no delivery follows."""
+        if self.spool is not None:
+            try:
+                os.unlink(self.spool.path)
+            except OSError:
+                pass
+        sock = getattr(self.transport, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _flush(self) -> None:
+        assert self.conn is not None
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.send(data, self.server.runtime.config.timeout)
+
+    # -- events ---------------------------------------------------------------------
+    def _handle(self, events: list[Event]) -> None:
+        conn = self.conn
+        assert conn is not None
+        pending: deque[Event] = deque(events)
+        while pending:
+            ev = pending.popleft()
+            if isinstance(ev, DataChunk):
+                if self.spool is not None:
+                    self.spool.write(ev.data)
+            elif isinstance(ev, DataStart):
+                self._open_spool()
+            elif isinstance(ev, MailFrom):
+                self.sender = ev.sender
+                self.qid = self.sid if self._messages == 0 else new_id()
+                self._messages += 1
+                maillog.client(self.qid, self.client, self.method, conn.user)
+            elif isinstance(ev, Reset):
+                self._drop_spool()
+            elif isinstance(ev, Refused):
+                self._log_refusal(ev)
+            elif isinstance(ev, StartTls):
+                self._flush()
+                maillog.starttls(self.sid, self.client, ev.discarded)
+                ctx = self.server.runtime.ssl_context
+                if ctx is None or not self._handshake(ctx, self.server.runtime.config.timeout):
+                    conn.abort(R.BYE, "TLS handshake failed")  # S-402: close
+                    conn.data_to_send()  # nothing can be sent on a failed handshake
+                    return
+                pending.extend(conn.tls_started())
+            elif isinstance(ev, AuthCheck):
+                self._flush()
+                result = self.server.auth.check(self, ev)
+                if result.ok:
+                    self.method = ev.mechanism
+                pending.extend(conn.auth_done(result))
+            elif isinstance(ev, DataEnd):
+                self._flush()
+                pending.extend(conn.delivery_done(self._deliver(ev)))
+            elif isinstance(ev, Close):
+                self._drop_spool()
+        self._flush()
+
+    def _handshake(self, ctx: ssl.SSLContext, timeout: float) -> bool:
+        self.busy = True
+        try:
+            sock = self.transport.start_tls(ctx, timeout)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            maillog.tls_failed(self.sid, self.client, str(e) or type(e).__name__)
+            return False
+        finally:
+            self.busy = False
+        self.tls_info = tls.describe(sock)
+        maillog.tls_established(self.sid, self.client, *self.tls_info)
+        return True
+
+    def _log_refusal(self, ev: Refused) -> None:
+        if ev.command in ("MAIL", "RCPT", "DATA") or ev.reply.code in (421, 530, 550):
+            conn = self.conn
+            rcpt = ev.argument if ev.command == "RCPT" else None
+            sender = self.sender if ev.command != "MAIL" else ev.argument
+            maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None)
+
+    # -- spool and hand-off -----------------------------------------------------------
+    def _open_spool(self) -> None:
+        self._drop_spool()
+        try:
+            self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or new_id())
+        except OSError as e:
+            maillog.error(f"{self.qid}: cannot create spool file: {e.strerror}")
+            self.spool = None
+
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.remove()
+            self.spool = None
+
+    def _deliver(self, ev: DataEnd) -> R.Reply:
+        spool = self.spool
+        qid = self.qid or self.sid
+        env = ev.envelope
+        try:
+            if spool is None or spool.failed:  # S-307
+                why = spool.reason if spool is not None else "cannot create spool file"
+                maillog.warning(f"{qid}: spool: {why}")
+                return R.NO_STORAGE
+            self.busy = True
+            runtime = self.server.runtime
+            cfg = runtime.config
+            header, offset, refusal = self._prepare(spool, ev)
+            if refusal is not None:
+                return refusal
+            maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
+            argv = delivery.argv_for(cfg.sendmail, env.sender, env.recipients)
+            result = delivery.hand_off(argv, header, spool.fd, offset, cfg.sendmail_timeout)
+            maillog.sendmail_stderr(qid, result.stderr)
+            for rcpt in env.recipients:
+                maillog.delivered(qid, rcpt, result.elapsed, result.status, result.detail)
+            if result.reply is None:
+                return R.queued(qid)
+            return result.reply
+        finally:
+            self.busy = False
+            self._drop_spool()
+
+    def _prepare(self, spool: SpoolFile, ev: DataEnd) -> tuple[bytes, int, R.Reply | None]:
+        """The header to send before the spooled body, the body's offset in
+        the spool file, or a refusal."""
+        return b"", 0, None

@@ -1,0 +1,97 @@
+"""The spool: one file per message in transit (DESIGN.md "DATA, spool").
+
+Files are created O_EXCL, mode 0600, in a 0700 directory, named from the
+queue id only (never from client input, S-1012), written without fsync (the
+MTA's queue is the durable store), and removed in every case. At start, any
+file left by a crash is removed (S-1015).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+
+PREFIX = "msa-"
+SUFFIX = ".msg"
+_NAME = re.compile(r"msa-[0-9A-F]{10,32}\.msg\Z")
+
+#: Errors that mean "no room", answered 452 4.3.1 (S-307).
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class SpoolError(Exception):
+    pass
+
+
+def prepare(directory: str, clean: bool = True) -> int:
+    """Create the directory (0700) if needed and, with `clean`, remove
+    stale files (not in inetd mode: other sessions share the directory).
+    Returns how many were removed."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.stat(directory)
+    except OSError as e:
+        raise SpoolError(f"{directory}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SpoolError(f"{directory}: not a directory")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError as e:
+            raise SpoolError(f"{directory}: mode {stat.S_IMODE(st.st_mode):o} and chmod failed: {e.strerror}") from None
+    removed = 0
+    if not clean:
+        return 0
+    for name in os.listdir(directory):
+        if _NAME.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+class SpoolFile:
+    """A message being received. `failed` is set, and writing stops, when
+    the disk refuses a write; the session replies 452 4.3.1 at the end."""
+
+    __slots__ = ("path", "fd", "size", "failed", "reason")
+
+    def __init__(self, directory: str, queue_id: str) -> None:
+        self.path = os.path.join(directory, f"{PREFIX}{queue_id}{SUFFIX}")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.size = 0
+        self.failed = False
+        self.reason = ""
+
+    def write(self, data: bytes) -> None:
+        if self.failed or self.fd < 0:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+                self.size += n
+        except OSError as e:
+            self.failed = True
+            self.reason = e.strerror or str(e)
+            if e.errno not in _NO_ROOM:
+                self.reason = f"write error: {self.reason}"
+
+    def remove(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass

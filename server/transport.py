@@ -1,0 +1,99 @@
+"""Transports: how a Session reads and writes bytes.
+
+SocketTransport wraps a (possibly TLS) socket; PipeTransport serves inetd
+mode when standard input is not a socket. Both read with a timeout and never
+buffer beyond one recv (no makefile(): a buffer msa does not control could
+carry pipelined plaintext across STARTTLS, S-401).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+
+
+class Timeout(Exception):
+    """No bytes within the session timeout."""
+
+
+class SocketTransport:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.tls: ssl.SSLSocket | None = None
+
+    @property
+    def can_starttls(self) -> bool:
+        return True
+
+    def recv(self, size: int, timeout: float) -> bytes:
+        sock = self.tls or self.sock
+        sock.settimeout(timeout)
+        try:
+            return sock.recv(size)
+        except (socket.timeout, TimeoutError):
+            raise Timeout() from None
+        except ssl.SSLError:
+            return b""  # a broken TLS stream is a lost connection
+
+    def send(self, data: bytes, timeout: float) -> None:
+        if not data:
+            return
+        sock = self.tls or self.sock
+        sock.settimeout(timeout)
+        sock.sendall(data)
+
+    def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+        self.sock.settimeout(timeout)
+        tls = ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        tls.settimeout(timeout)
+        tls.do_handshake()
+        self.tls = tls
+        return tls
+
+    def close(self) -> None:
+        sock = self.tls or self.sock
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
+class PipeTransport:
+    """inetd mode on pipes (fd 0 in, fd 1 out): no TLS possible."""
+
+    def __init__(self, rfd: int = 0, wfd: int = 1) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self.tls = None
+
+    @property
+    def can_starttls(self) -> bool:
+        return False
+
+    def recv(self, size: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.rfd], [], [], timeout)
+        if not ready:
+            raise Timeout()
+        return os.read(self.rfd, size)
+
+    def send(self, data: bytes, timeout: float) -> None:
+        view = memoryview(data)
+        while view:
+            _, ready, _ = select.select([], [self.wfd], [], timeout)
+            if not ready:
+                raise Timeout()
+            n = os.write(self.wfd, view)
+            view = view[n:]
+
+    def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+        raise OSError("TLS is not possible on a pipe")
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,450 @@
+"""``msa.py user ...``: editing the users database (CONTRACT.md "Command line").
+
+This module owns the ``user`` subcommands (add, passwd, senders, del, list,
+import): reading passwords (twice with getpass on a terminal, or one line
+with ``--password-stdin``), and atomic edits: an exclusive ``flock`` on
+``PATH.lock`` (waited for up to ``LOCK_WAIT_SECONDS``, then exit 75), read,
+edit the text with ``sasl.userdb``'s functions, which keep comments and
+line order, write a temporary file in the same directory (mode 0600, or
+0640 when the old file was group-readable and its group can be kept,
+SPEC.md S-1012), ``fsync``, ``rename``, ``fsync`` the directory. The file
+format and every rule about names, hashes and senders belong to ``sasl``.
+
+It never prints a hash. Exit codes (CONTRACT.md): 0 done, 1 bad input or a
+broken database (``PATH:LINE: why`` on stderr), 75 the database is locked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import getpass
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from sasl import (
+    User,
+    UserDB,
+    UserDBError,
+    add_users,
+    check_sender,
+    delete_user,
+    hash_password,
+    name_problem,
+    nondefault_params,
+    parse,
+    replace_user,
+)
+from sasl.limits import MAX_PASSWORD_OCTETS
+from sasl.md5state import cram_md5_credential
+from sasl.verify import argon2_problem
+
+__all__ = ["LOCK_WAIT_SECONDS", "build_parser", "run"]
+
+#: How long an edit waits for another ``msa.py user`` to finish (then 75).
+LOCK_WAIT_SECONDS = 10.0
+_LOCK_POLL_SECONDS = 0.05
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later
+
+
+class _Fail(Exception):
+    """Ends a command: messages for stderr and the exit status."""
+
+    def __init__(self, code: int, *messages: str) -> None:
+        super().__init__(*messages)
+        self.code = code
+        self.messages = messages
+
+
+@dataclass(frozen=True, slots=True)
+class _Streams:
+    stdin: TextIO | None
+    stdout: TextIO
+    stderr: TextIO
+
+
+def build_parser(user_parser: argparse.ArgumentParser) -> None:
+    """Add the ``user`` subcommands to ``user_parser`` (dest ``user_command``).
+
+    Each subcommand also accepts ``-c/--config`` and ``--users`` after its
+    arguments, as CONTRACT.md writes them (``user add NAME -c CONF``), with
+    ``default=SUPPRESS`` so that the values and defaults the caller defines
+    on ``user_parser`` itself are kept when they are not given there.
+    """
+    location = argparse.ArgumentParser(add_help=False)
+    location.add_argument("-c", "--config", default=argparse.SUPPRESS, help="configuration file")
+    location.add_argument("--users", default=argparse.SUPPRESS, help="users database (instead of -c)")
+    commands = user_parser.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[location])
+
+    add = command("add", "add a user with an argon2id hash")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--sender", action="append", default=[], metavar="ADDR",
+                     help="permitted sender: user@domain (and user+tag@domain) or @domain; repeatable")
+    passwd = command("passwd", "change a user's password")
+    passwd.add_argument("name", metavar="NAME")
+    for sub in (add, passwd):
+        sub.add_argument("--cram-md5", action="store_true",
+                         help="also store a CRAM-MD5 credential (needed by every user for CRAM-MD5)")
+        sub.add_argument("--password-stdin", action="store_true",
+                         help="read the password as one line from standard input")
+    senders = command("senders", "replace a user's permitted senders")
+    senders.add_argument("name", metavar="NAME")
+    senders.add_argument("addresses", nargs="+", metavar="ADDR")
+    delete = command("del", "remove a user")
+    delete.add_argument("name", metavar="NAME")
+    command("list", "list users and their senders (never hashes)")
+    imports = command("import", "add users from Dovecot passwd-files ({ARGON2ID}, {CRAM-MD5})")
+    imports.add_argument("files", nargs="+", metavar="FILE")  # fmt: skip
+
+
+def run(
+    args: argparse.Namespace,
+    users_path: str,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the parsed ``user`` subcommand on ``users_path``; the exit status."""
+    streams = _Streams(
+        stdin if stdin is not None else sys.stdin,
+        stdout if stdout is not None else sys.stdout,
+        stderr if stderr is not None else sys.stderr,
+    )
+    handler = _COMMANDS[args.user_command]
+    try:
+        handler(args, users_path, streams)
+    except _Fail as failure:
+        for message in failure.messages:
+            print(message, file=streams.stderr)
+        return failure.code
+    return 0
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise _Fail(1, f"{path}:{line}: not valid UTF-8") from None
+
+
+def _read(path: str, *, missing_ok: bool) -> str:
+    try:
+        with open(path, "rb") as file:
+            return _decode(file.read(), path)
+    except FileNotFoundError:
+        if missing_ok:
+            return ""
+        raise _Fail(1, f"{path}: no such file") from None
+    except OSError as error:
+        raise _Fail(1, f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _database(path: str, *, missing_ok: bool = True) -> UserDB:
+    text = _read(path, missing_ok=missing_ok)
+    try:
+        return parse(text, path)
+    except UserDBError as error:
+        raise _Fail(1, *error.problems) from None
+
+
+def _name(raw: str) -> str:
+    why = name_problem(raw) or name_problem(raw.lower())
+    if why:
+        raise _Fail(1, f"bad user name: {why}")
+    return raw.lower()
+
+
+def _senders(addresses: list[str]) -> tuple[str, ...]:
+    problems = [f"bad sender {a!r}: {why}" for a in addresses if (why := check_sender(a))]
+    if problems:
+        raise _Fail(1, *problems)
+    return tuple(address.lower() for address in addresses)
+
+
+def _password(args: argparse.Namespace, name: str, streams: _Streams) -> bytes:
+    """The new password as UTF-8 octets (S-509); refused if empty or too long."""
+    if streams.stdin is None:
+        raise _Fail(1, "no standard input to read the password from")
+    if args.password_stdin:
+        binary = getattr(streams.stdin, "buffer", None)
+        line = binary.readline() if binary is not None else streams.stdin.readline()
+        if isinstance(line, bytes):
+            line = _decode(line, "password")
+        text = line[:-1] if line.endswith("\n") else line  # the newline only
+        text = text[:-1] if line.endswith("\r\n") else text
+    else:
+        if not streams.stdin.isatty():
+            raise _Fail(1, "no terminal to ask for the password on: use --password-stdin")
+        try:
+            text = getpass.getpass(f"New password for {name}: ")
+            if getpass.getpass("Same password again: ") != text:
+                raise _Fail(1, "the two passwords differ; nothing changed")
+        except (EOFError, KeyboardInterrupt):
+            raise _Fail(1, "no password given; nothing changed") from None
+    try:
+        password = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Fail(1, "the password is not valid UTF-8") from None
+    if not password:
+        raise _Fail(1, "empty password refused")
+    if len(password) > MAX_PASSWORD_OCTETS:
+        # RFC 4616 §2 (S-505): PLAIN carries at most 255 octets.
+        raise _Fail(1, "password longer than 255 octets refused (PLAIN and LOGIN cannot send it)")
+    return password
+
+
+# --- atomic edits -------------------------------------------------------------
+
+
+def _lock(path: str) -> int:
+    """An open descriptor holding an exclusive flock on ``path + '.lock'``."""
+    lock_path = path + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise _Fail(1, f"{lock_path}: cannot open the lock file: {error.strerror or error}") from None
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise _Fail(
+                    EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user' command; try again"
+                ) from None
+            time.sleep(_LOCK_POLL_SECONDS)
+
+
+def _write(real: str, data: bytes) -> None:
+    """Replace ``real`` by ``data``: temporary file, fsync, rename (S-1012)."""
+    directory = os.path.dirname(real) or "."
+    try:
+        old = os.stat(real)
+    except FileNotFoundError:
+        old = None
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=directory)
+    try:
+        mode = 0o600  # mkstemp's mode; 0640 only if the old group can be kept
+        if old is not None and old.st_mode & 0o040:
+            try:
+                os.fchown(fd, old.st_uid, old.st_gid)
+                mode = 0o640
+            except OSError:
+                pass
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, real)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _edit(path: str, change: Callable[[str], str], *, create: bool = False) -> None:
+    """Apply ``change`` to the database text under the lock, atomically."""
+    real = os.path.realpath(path)  # a symlinked users.db stays a symlink
+    lock_fd = _lock(real)
+    try:
+        text = _read(real, missing_ok=create)
+        try:
+            new_text = change(text)
+        except UserDBError as error:
+            raise _Fail(1, *error.problems) from None
+        try:
+            _write(real, new_text.encode("utf-8"))
+        except OSError as error:
+            raise _Fail(1, f"{path}: cannot write: {error.strerror or error}") from None
+    finally:
+        os.close(lock_fd)
+
+
+def _current(text: str, path: str, name: str) -> User:
+    user = parse(text, path).get(name)
+    if user is None:
+        raise UserDBError([f"{path}: no user {name}"])
+    return user
+
+
+# --- the commands -------------------------------------------------------------
+
+
+def _add(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    name = _name(args.name)
+    senders = _senders(args.sender)
+    if _database(path).get(name) is not None:
+        raise _Fail(1, f"{path}: user {name} already exists")
+    password = _password(args, name, streams)
+    cram = cram_md5_credential(password) if args.cram_md5 else None
+    user = User(name, hash_password(password), cram, senders)
+    _edit(path, lambda text: add_users(text, [user], path=path), create=True)
+    print(f"added user {name}" + (" with a CRAM-MD5 credential" if cram else ""), file=streams.stdout)
+
+
+def _passwd(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    name = _name(args.name)
+    before = _database(path, missing_ok=False).get(name)
+    if before is None:
+        raise _Fail(1, f"{path}: no user {name}")
+    password = _password(args, name, streams)
+    phc = hash_password(password)
+    cram = cram_md5_credential(password) if args.cram_md5 else None
+
+    def change(text: str) -> str:
+        user = _current(text, path, name)
+        return replace_user(text, User(user.name, phc, cram, user.senders), path=path)
+
+    _edit(path, change)
+    print(f"changed the password of {name}", file=streams.stdout)
+    if before.cram and not cram:
+        # The old credential was made from the old password: keeping it would
+        # keep the old password valid for CRAM-MD5.
+        print(f"removed the CRAM-MD5 credential of {name} (it belonged to the old password);"
+              " use --cram-md5 to store a new one; CRAM-MD5 is offered only while every user"
+              " has one", file=streams.stdout)  # fmt: skip
+
+
+def _set_senders(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    name = _name(args.name)
+    senders = _senders(args.addresses)
+
+    def change(text: str) -> str:
+        user = _current(text, path, name)
+        return replace_user(text, User(user.name, user.argon2, user.cram, senders), path=path)
+
+    _edit(path, change)
+    print(f"{name} may now send as: {' '.join(senders)}", file=streams.stdout)
+
+
+def _delete(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    name = _name(args.name)
+    _edit(path, lambda text: delete_user(text, name, path=path))
+    print(f"deleted user {name}", file=streams.stdout)
+
+
+def _list(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    if not os.path.exists(path):
+        print(f"{path}: no such file: no users", file=streams.stderr)
+    for user in _database(path):
+        fields = [user.name, " ".join(user.senders) or "(no senders)"]
+        if user.cram:
+            fields.append("[cram-md5]")
+        print("  ".join(fields), file=streams.stdout)
+
+
+_SCHEME = re.compile(r"\{([A-Za-z0-9._-]+)\}(.*)", re.DOTALL)
+
+
+def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str, str]]], list[str]]:
+    """Dovecot passwd-file entries: name -> {"argon2"|"cram": (value, FILE:LINE)}."""
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    problems: list[str] = []
+    broken: set[str] = set()  # names with a bad line: no second complaint
+    for file in files:
+        try:
+            lines = _read(file, missing_ok=False).split("\n")
+        except _Fail as failure:
+            problems.extend(failure.messages)
+            continue
+        for number, raw in enumerate(lines, 1):
+            line, where = raw.strip(" \t\r"), f"{file}:{number}"
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split(":")  # user:password:uid:gid:gecos:home:shell:extra
+            match = _SCHEME.fullmatch(fields[1]) if len(fields) > 1 else None
+            why = name_problem(fields[0]) or name_problem(fields[0].lower())
+            if why:
+                problems.append(f"{where}: bad user name: {why}")
+                continue
+            if match is None:
+                problems.append(f"{where}: expected user:{{SCHEME}}password")
+                continue
+            scheme, value = match.group(1).upper(), match.group(2)
+            if scheme == "ARGON2ID":
+                slot, why = "argon2", argon2_problem(value)
+                why = why and f"bad argon2 hash: {why}"
+            elif scheme in ("CRAM-MD5", "HMAC-MD5"):  # Dovecot's two names
+                slot, value = "cram", value.lower()
+                bad = len(value) != 64 or not all(c in "0123456789abcdef" for c in value)
+                why = "bad CRAM-MD5 credential: expected 64 hex digits" if bad else None
+            else:
+                problems.append(f"{where}: scheme {{{scheme}}} cannot be imported "
+                                "(only {ARGON2ID}, with an optional {CRAM-MD5} line)")  # fmt: skip
+                continue
+            entry = found.setdefault(fields[0].lower(), {})
+            if why:
+                problems.append(f"{where}: {why}")
+                broken.add(fields[0].lower())
+            elif slot in entry:
+                problems.append(f"{where}: second {{{scheme}}} line for {fields[0].lower()} "
+                                f"(first at {entry[slot][1]})")  # fmt: skip
+            else:
+                entry[slot] = (value, where)
+    for name, entry in found.items():
+        if "argon2" not in entry and "cram" in entry and name not in broken:
+            problems.append(f"{entry['cram'][1]}: user {name} has only a {{CRAM-MD5}} credential; "
+                            "an {ARGON2ID} hash is needed for PLAIN and LOGIN")  # fmt: skip
+    return found, problems
+
+
+def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
+    found, problems = _read_passwd_files(args.files)
+    if problems:
+        raise _Fail(1, *problems, "nothing imported")
+    users = [
+        User(name, entry["argon2"][0], entry["cram"][0] if "cram" in entry else None, ())
+        for name, entry in found.items()
+    ]
+
+    def change(text: str) -> str:
+        db = parse(text, path)
+        taken = [f"{found[u.name]['argon2'][1]}: user {u.name} exists in {path}" for u in users if db.get(u.name)]
+        if taken:
+            raise UserDBError([*taken, "nothing imported"])
+        return add_users(text, users, path=path)
+
+    _edit(path, change, create=True)
+    print(f"imported {len(users)} users: {' '.join(u.name for u in users)}", file=streams.stdout)
+    print("they have no permitted senders yet: set them with 'msa.py user senders NAME ADDR...'",
+          file=streams.stdout)  # fmt: skip
+    slow = nondefault_params(UserDB(path, users))
+    if slow:
+        print(f"{len(slow)} imported hashes use argon2 parameters other than the defaults, so their"
+              " check takes a different time (SPEC.md S-510); 'msa.py user passwd' rehashes them",
+              file=streams.stdout)  # fmt: skip
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, str, _Streams], None]] = {
+    "add": _add,
+    "passwd": _passwd,
+    "senders": _set_senders,
+    "del": _delete,
+    "list": _list,
+    "import": _import,
+}

@@ -1,0 +1,222 @@
+"""Command lines: verbs, paths and ESMTP parameters (SPEC.md §1, §2).
+
+Pure functions from bytes to parsed values or a refusal `Reply`; no state.
+The grammar is RFC 5321 §4.1.2 with RFC 6531's UTF-8 extension.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from . import replies as R
+from .limits import MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH
+from .replies import Reply
+
+# Controls other than HTAB, and DEL, are never valid in a command (S-101).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"CONNECT ", b"OPTIONS ")
+
+# RFC 5321 §4.1.2 / RFC 5322 §3.2.3 atext; RFC 6531 adds UTF8-non-ascii.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*\Z")
+_DOT_STRING_UTF8 = re.compile(rf"(?:[{_ATEXT}]|[^\x00-\x7f])+(?:\.(?:[{_ATEXT}]|[^\x00-\x7f])+)*\Z")
+# qtextSMTP = %d32-33 / %d35-91 / %d93-126; quoted-pairSMTP = "\" %d32-126
+_QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"\Z')
+_QUOTED_UTF8 = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*"\Z')
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_LABEL_UTF8 = re.compile(r"(?:[A-Za-z0-9]|[^\x00-\x7f])(?:(?:[A-Za-z0-9-]|[^\x00-\x7f])*(?:[A-Za-z0-9]|[^\x00-\x7f]))?\Z")
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\Z")
+_GENERAL_LIT = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+
+
+def split_line(line: bytes) -> bytes:
+    """Strip the line ending (CRLF or bare LF, S-101)."""
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    return line[:-1]
+
+
+def has_bad_character(text: bytes) -> bool:
+    """S-101: a CR, NUL or other control inside a command line."""
+    return _CONTROL.search(text) is not None
+
+
+def is_http(text: bytes) -> bool:
+    """S-107: the first command looks like an HTTP request."""
+    return text.upper().startswith(_HTTP_METHODS)
+
+
+def verb_and_argument(text: bytes) -> tuple[str, bytes]:
+    verb, _, arg = text.partition(b" ")
+    try:
+        name = verb.decode("ascii").upper()
+    except UnicodeDecodeError:
+        name = "?"
+    return name, arg.strip(b" \t")
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    address: str  # "local@domain", "postmaster", "root" or "" (null)
+    local: str
+    domain: str
+    literal: bool  # domain is an address literal
+    utf8: bool  # contains non-ASCII
+
+    @property
+    def qualified(self) -> bool:
+        """RFC 6409 §4.2: a dot in the domain, or an address literal."""
+        return self.literal or "." in self.domain
+
+
+def _check_domain(domain: str, utf8: bool) -> tuple[bool, bool]:
+    """(valid, literal) for a domain or address literal (RFC 5321 §4.1.3)."""
+    if domain.startswith("["):
+        if not domain.endswith("]"):
+            return False, True
+        inner = domain[1:-1]
+        if _IPV4.match(inner):
+            return True, True
+        if inner[:5].lower() == "ipv6:":
+
+            try:
+                ipaddress.IPv6Address(inner[5:])
+            except ValueError:
+                return False, True
+            return True, True
+        return bool(_GENERAL_LIT.match(inner)) and not inner.lower().startswith("ipv6"), True
+    if not domain or len(domain.encode()) > MAX_DOMAIN:
+        return False, False
+    label = _LABEL_UTF8 if utf8 else _LABEL
+    return all(label.match(p) for p in domain.split(".")), False
+
+
+def parse_path(raw: bytes, *, null_ok: bool, utf8_ok: bool, bare_ok: bool) -> Path | str:
+    """Parse `<...>` (brackets included). Return a Path, or a reason:
+    "syntax", "utf8" (non-ASCII without SMTPUTF8), or "dash" (S-206)."""
+    if len(raw) < 2 or raw[:1] != b"<" or raw[-1:] != b">":
+        return "syntax"
+    inner_b = raw[1:-1]
+    if len(raw) > MAX_PATH:
+        return "syntax"
+    try:
+        inner = inner_b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "syntax" if utf8_ok else "utf8"
+    utf8 = not inner.isascii()
+    if utf8 and not utf8_ok:
+        return "utf8"
+    if inner == "":
+        return Path("", "", "", False, False) if null_ok else "syntax"
+    # A source route "@a,@b:" is accepted and dropped (RFC 5321 §4.1.2, C.).
+    if inner.startswith("@"):
+        colon = inner.find(":")
+        if colon == -1:
+            return "syntax"
+        for hop in inner[:colon].split(","):
+            if not hop.startswith("@") or not _check_domain(hop[1:], utf8)[0]:
+                return "syntax"
+        inner = inner[colon + 1 :]
+    at = inner.rfind("@")
+    if at == -1:
+        # A bare local part: <postmaster> for everyone, <root> for trusted.
+        if (_DOT_STRING.match(inner) and (bare_ok or inner.lower() == "postmaster")):
+            if inner.startswith("-"):
+                return "dash"
+            return Path(inner, inner, "", False, False)
+        return "syntax"
+    local, domain = inner[:at], inner[at + 1 :]
+    if local.startswith("\""):
+        ok = (_QUOTED_UTF8 if utf8 else _QUOTED).match(local)
+    else:
+        ok = (_DOT_STRING_UTF8 if utf8 else _DOT_STRING).match(local)
+    if not ok or len(local.encode()) > MAX_LOCAL_PART:
+        return "syntax"
+    valid, literal = _check_domain(domain, utf8)
+    if not valid:
+        return "syntax"
+    if local.startswith("-") or local.startswith("\"-"):
+        return "dash"  # S-206, S-1004: never an option to sendmail
+    return Path(f"{local}@{domain}", local, domain, literal, utf8)
+
+
+def split_path_and_params(arg: bytes, prefix: bytes) -> tuple[bytes, list[bytes]] | None:
+    """Split `FROM:<path> params` (prefix b"FROM:"); spaces allowed after
+    the colon (S-204). The path ends at the first `>` outside quotes."""
+    if arg[: len(prefix)].upper() != prefix:
+        return None
+    rest = arg[len(prefix) :].lstrip(b" ")
+    if not rest.startswith(b"<"):
+        return None
+    quoted = escaped = False
+    end = -1
+    for i in range(1, len(rest)):  # bounded by the 2048-octet line
+        c = rest[i]
+        if escaped:
+            escaped = False
+        elif quoted and c == 0x5C:
+            escaped = True
+        elif c == 0x22:
+            quoted = not quoted
+        elif c == 0x3E and not quoted:
+            end = i
+            break
+    if end == -1:
+        return None
+    path = rest[: end + 1]
+    tail = rest[end + 1 :]
+    if tail and not tail.startswith(b" "):
+        return None
+    return path, tail.split()
+
+
+@dataclass(frozen=True, slots=True)
+class MailParams:
+    size: int | None = None
+    body: str | None = None
+    smtputf8: bool = False
+
+
+def parse_mail_params(params: list[bytes], max_size: int, esmtp: bool) -> MailParams | Reply:
+    """S-204: SIZE, BODY, SMTPUTF8 and AUTH (ignored, RFC 4954 §5)."""
+    if params and not esmtp:
+        return R.UNSUPPORTED_PARAMETER  # S-202: no extensions after HELO
+    seen: set[str] = set()
+    size = body = None
+    smtputf8 = False
+    for p in params:
+        try:
+            text = p.decode("ascii")
+        except UnicodeDecodeError:
+            return R.BAD_PARAMETER
+        key, eq, value = text.partition("=")
+        if not _KEYWORD.match(key):
+            return R.BAD_PARAMETER
+        key = key.upper()
+        if key in seen:
+            return R.BAD_PARAMETER
+        seen.add(key)
+        if key == "SIZE":
+            if not eq or not value.isdigit() or len(value) > 20:
+                return R.BAD_PARAMETER
+            size = int(value)
+            if size > max_size:
+                return R.SIZE_EXCEEDED
+        elif key == "BODY":
+            body = value.upper()
+            if not eq or body not in ("7BIT", "8BITMIME"):
+                return R.BAD_PARAMETER
+        elif key == "SMTPUTF8":
+            if eq:
+                return R.BAD_PARAMETER
+            smtputf8 = True
+        elif key == "AUTH":
+            if not eq or not value or not _XTEXT.match(value):
+                return R.BAD_PARAMETER
+        else:
+            return R.UNSUPPORTED_PARAMETER  # RET, ENVID, NOTIFY, ORCPT... (S-202)
+    return MailParams(size, body, smtputf8)
