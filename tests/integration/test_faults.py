@@ -1,0 +1,243 @@
+"""Faults: sendmail failing or hanging, clients vanishing, limits, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+import msatest
+from msatest import Wire, smtp
+
+
+def _start_transaction(m, port_kind="tls"):
+    w = Wire.connect(m.ports[port_kind], tls_ctx=m.client_ctx)
+    w.reply()
+    w.expect("EHLO x.example", 250)
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    w.expect("RCPT TO:<bob@example.net>", 250)
+    w.expect("DATA", 354)
+    return w
+
+
+@pytest.mark.parametrize(
+    "status, reply",
+    [
+        (75, "451 4.3.0 Temporary failure handing the message on; try again later"),
+        (71, "451 4.3.0 Temporary failure handing the message on; try again later"),
+        (67, "550 5.1.1 Rejected by the mail system (sendmail exit 67)"),
+        (65, "554 5.6.0 Rejected by the mail system (sendmail exit 65)"),
+        (77, "550 5.7.0 Rejected by the mail system (sendmail exit 77)"),
+        (78, "554 5.3.5 Rejected by the mail system (sendmail exit 78)"),
+        (70, "554 5.3.0 Rejected by the mail system (sendmail exit 70)"),
+        (1, "451 4.3.0 Temporary failure handing the message on; try again later"),
+    ],
+)
+def test_sendmail_exit_status_maps_to_reply(msa, status, reply):  # S-803
+    msa.outbox.set("exit_code", status)
+    w = _start_transaction(msa)
+    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert w.reply()[1] == reply
+    assert msa.outbox.messages() == []
+    assert msa.spool_files() == []
+    msa.wait_log(rf"sendmail said: recording sendmail: exiting {status} as told")
+    kind = "deferred" if reply.startswith("451") else "bounced"
+    msa.wait_log(rf"to=<bob@example.net>, relay=sendmail, delay=[\d.]+, status={kind} \(exit {status}\)")
+
+
+def test_sendmail_hanging_past_timeout_is_killed(start_msa):  # S-803
+    m = start_msa(sendmail_timeout=1)
+    m.outbox.set("delay", 30)
+    w = _start_transaction(m)
+    t0 = time.monotonic()
+    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert w.reply()[1] == "451 4.3.0 Temporary failure handing the message on; try again later"
+    assert time.monotonic() - t0 < 15
+    assert m.outbox.messages() == []
+    assert m.spool_files() == []
+    m.wait_log(r"status=deferred \(timeout after 1s\)")
+
+
+def test_sendmail_that_cannot_start(start_msa):  # S-804
+    m = start_msa(sendmail="/nonexistent/sendmail")
+    w = _start_transaction(m)
+    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert w.reply()[0] == 451
+    m.wait_log(r"cannot run /nonexistent/sendmail")
+    assert m.spool_files() == []
+
+
+def test_client_disconnect_mid_data_delivers_nothing(msa):  # S-308
+    w = _start_transaction(msa)
+    w.send(b"Subject: x\r\n\r\n" + b"partial body\r\n" * 1000)
+    time.sleep(0.3)
+    assert len(msa.spool_files()) == 1  # it was being spooled
+    w.sock.close()
+    msa.wait_log(r"disconnect from")
+    time.sleep(0.2)
+    assert msa.outbox.messages() == []
+    assert msa.spool_files() == []
+
+
+def test_spool_file_mode_and_directory_mode(msa):  # S-1012
+    w = _start_transaction(msa)
+    w.send(b"Subject: x\r\n\r\nbody\r\n")
+    time.sleep(0.3)
+    [name] = msa.spool_files()
+    assert (os.stat(msa.spool / name).st_mode & 0o777) == 0o600
+    assert (os.stat(msa.spool).st_mode & 0o777) == 0o700
+    w.send(b".\r\n")
+    assert w.reply()[0] == 250
+
+
+def test_fifty_mib_message_memory_stays_flat(start_msa):  # S-303, DESIGN "DATA"
+    msa = start_msa(max_message_size=64 * 1024 * 1024)
+    line = b"0123456789" * 7 + b"abcdef\r\n"  # 78 octets
+    block = line * (1 << 14)
+    total = 50 * 1024 * 1024
+    w = _start_transaction(msa)
+    before = msa.rss_kib()
+    msa.reset_hwm()
+    sent = 0
+    w.send(b"Subject: big\r\n\r\n")
+    while sent < total:
+        w.send(block)
+        sent += len(block)
+    w.send(b".\r\n")
+    code, text = w.reply()
+    assert code == 250, text
+    growth = msa.hwm_kib() - before
+    assert growth < 32 * 1024, f"peak RSS grew by {growth} KiB"
+    [d] = msa.outbox.messages()
+    assert len(msatest.strip_received(d.data)) == len(b"Subject: big\r\n\r\n") + sent
+
+
+def test_sigterm_lets_a_message_in_flight_finish(msa):  # S-110, CONTRACT serve
+    msa.outbox.set("delay", 1.5)
+    w = _start_transaction(msa)
+    idle = Wire.connect(msa.ports["starttls"])
+    idle.reply()
+    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    time.sleep(0.4)  # the hand-off is running
+    msa.proc.send_signal(signal.SIGTERM)
+    assert w.reply()[0] == 250
+    assert idle.reply()[1] == "421 4.3.2 msa.test Service shutting down"
+    assert msa.proc.wait(20) == 0
+    assert len(msa.outbox.messages()) == 1
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", msa.ports["starttls"]), timeout=2)
+
+
+def test_sigterm_waits_for_an_open_transaction(msa):  # S-110
+    w = _start_transaction(msa)
+    msa.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    w.send(b"Subject: late\r\n\r\nstill accepted\r\n.\r\n")
+    assert w.reply()[0] == 250
+    assert w.cmd("NOOP")[1] == "421 4.3.2 msa.test Service shutting down"
+    assert msa.proc.wait(20) == 0
+    assert len(msa.outbox.messages()) == 1
+
+
+def test_connection_limit(start_msa):  # S-109
+    m = start_msa(max_connections=3)
+    held = [Wire.connect(m.ports["starttls"]) for _ in range(3)]
+    for h in held:
+        assert h.reply()[0] == 220
+    extra = Wire.connect(m.ports["starttls"])
+    assert extra.reply()[1] == "421 4.7.0 msa.test Too many connections"
+    assert extra.closed()
+    extra_tls = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+    assert extra_tls.reply()[1] == "421 4.7.0 msa.test Too many connections"
+    held[0].cmd("QUIT")
+    held[0].closed()
+    time.sleep(0.3)
+    again = Wire.connect(m.ports["starttls"])
+    assert again.reply()[0] == 220
+
+
+def test_connection_limit_per_ip(start_msa):  # S-109
+    m = start_msa(max_connections_per_ip=2)
+    held = [Wire.connect(m.ports["starttls"]) for _ in range(2)]
+    for h in held:
+        h.reply()
+    extra = Wire.connect(m.ports["starttls"])
+    assert extra.reply()[1] == "421 4.7.0 msa.test Too many connections"
+    other = Wire.connect(m.ports["starttls"], source="127.0.0.2")  # another address
+    assert other.reply()[0] == 220
+
+
+def test_idle_client_is_cut_after_timeout(start_msa):  # S-108, S-1009
+    m = start_msa(timeout=1)
+    w = Wire.connect(m.ports["starttls"])
+    w.reply()
+    w.send(b"EHLO x.exa")  # an incomplete command does not reset the clock
+    assert w.reply()[1] == "421 4.4.2 msa.test Error: timeout exceeded"
+    assert w.closed()
+
+
+def test_slow_client_does_not_block_others(start_msa):  # S-1009
+    m = start_msa(timeout=5)
+    slow = Wire.connect(m.ports["starttls"])
+    slow.reply()
+    for ch in b"EHLO sl":
+        slow.send(bytes([ch]))
+        with smtp(m) as s:
+            assert s.noop()[0] == 250
+    slow.send(b"ow.example\r\n")
+    assert slow.reply()[0] == 250
+
+
+def test_stale_spool_files_removed_at_start(tmp_path, certs):  # S-1015
+    spool = tmp_path / "m" / "spool"
+    spool.mkdir(parents=True)
+    (spool / "msa-0123456789.msg").write_bytes(b"half a message")
+    (spool / "unrelated").write_bytes(b"keep")
+    m = msatest.start(tmp_path / "m", certs)
+    try:
+        assert m.spool_files() == ["unrelated"]
+        m.wait_log(r"removed 1 stale spool file")
+    finally:
+        m.stop()
+
+
+def test_sigkill_mid_data_then_restart(tmp_path, certs):  # S-1015
+    m = msatest.start(tmp_path / "m", certs)
+    w = _start_transaction(m)
+    w.send(b"Subject: x\r\n\r\n" + b"line\r\n" * 5000)
+    time.sleep(0.3)
+    assert len(m.spool_files()) == 1
+    m.stop(signal.SIGKILL)
+    m2 = msatest.start(tmp_path / "m", certs)
+    try:
+        assert m2.spool_files() == []
+        assert m2.outbox.messages() == []
+    finally:
+        m2.stop()
+
+
+def test_spool_disk_full_gives_452(tmp_path, certs):  # S-307
+    import resource
+
+    def limit_file_size():  # a small disk, as RLIMIT_FSIZE (no mount needed)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+    m = msatest.start(tmp_path / "m", certs, preexec=limit_file_size)
+    try:
+        w = _start_transaction(m)
+        w.send(b"Subject: x\r\n\r\n" + b"0123456789abcdef" * 65536 + b"\r\n.\r\n")
+        assert w.reply()[1] == "452 4.3.1 Insufficient system storage"
+        assert w.cmd("NOOP")[0] == 250
+        assert m.outbox.messages() == []
+        assert m.spool_files() == []
+        # A message that fits still goes through.
+        w.expect("MAIL FROM:<alice@example.org>", 250)
+        w.expect("RCPT TO:<bob@example.net>", 250)
+        w.expect("DATA", 354)
+        w.send(b"Subject: small\r\n\r\nsmall\r\n.\r\n")
+        assert w.reply()[0] == 250
+    finally:
+        m.stop()
