@@ -121,6 +121,7 @@ class MsaProcess:
 
 def write_config(directory: Path, certs: "Certs | None", **overrides: object) -> Path:
     outbox = directory / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
     values: dict[str, object] = {
         "hostname": "msa.test",
         "listen": "127.0.0.1:0 starttls, 127.0.0.1:0 tls" if certs else "127.0.0.1:0 starttls",

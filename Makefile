@@ -1,0 +1,80 @@
+# msa — make run (a demo MSA on loopback), make test, make fuzz, make dist.
+# Every target makes what it needs: the virtual environment, the demo
+# certificate and configuration.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := demo
+DEMO_STARTTLS_PORT ?= 10587
+DEMO_TLS_PORT ?= 10465
+FUZZ_EXAMPLES ?= 100000
+
+.PHONY: run test fuzz dist lint clean demo-files bench
+
+$(VENV)/.ready: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# -- the demo -------------------------------------------------------------------------------
+$(DEMO)/cert.pem:
+	mkdir -p $(DEMO)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN=localhost \
+	  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+	  -keyout $(DEMO)/key.pem -out $(DEMO)/cert.pem 2>/dev/null
+	chmod 600 $(DEMO)/key.pem
+
+$(DEMO)/users.db: users.db.example
+	mkdir -p $(DEMO)
+	install -m 600 users.db.example $@
+
+$(DEMO)/msa.conf:
+	mkdir -p $(DEMO)
+	printf '%s\n' '[msa]' \
+	  'hostname = localhost' \
+	  'listen = 127.0.0.1:$(DEMO_STARTTLS_PORT) starttls, 127.0.0.1:$(DEMO_TLS_PORT) tls' \
+	  'tls_cert = cert.pem' 'tls_key = key.pem' 'users = users.db' 'spool = spool' \
+	  'sendmail = $(CURDIR)/contrib/demo-sendmail $(CURDIR)/$(DEMO)/mail' \
+	  'timeout = 300' > $@
+
+demo-files: $(DEMO)/cert.pem $(DEMO)/users.db $(DEMO)/msa.conf
+
+run: $(VENV)/.ready demo-files
+	$(PY) msa.py check -c $(DEMO)/msa.conf
+	@echo
+	@echo "msa demo: STARTTLS on 127.0.0.1:$(DEMO_STARTTLS_PORT), implicit TLS on 127.0.0.1:$(DEMO_TLS_PORT)"
+	@echo "Log in as user 'demo', password 'correct horse battery'; it may send as demo@example.com or any @demo.example address."
+	@echo "Send a test message from another terminal, for example:"
+	@echo "  swaks --server 127.0.0.1:$(DEMO_STARTTLS_PORT) --tls --tls-verify-off -au demo -ap 'correct horse battery' \\"
+	@echo "        --from demo@example.com --to you@example.net"
+	@echo "  $(PY) -c \"import smtplib,ssl; c=ssl._create_unverified_context(); s=smtplib.SMTP('127.0.0.1',$(DEMO_STARTTLS_PORT)); s.starttls(context=c); s.login('demo','correct horse battery'); s.sendmail('demo@example.com',['you@example.net'],b'Subject: hello\\r\\n\\r\\nhi\\r\\n'); s.quit()\""
+	@echo "Each message msa hands on appears in $(DEMO)/mail/. Stop with Ctrl-C."
+	@echo
+	$(PY) msa.py serve -c $(DEMO)/msa.conf
+
+# -- tests ----------------------------------------------------------------------------------
+test: $(VENV)/.ready
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q tests
+
+fuzz: $(VENV)/.ready
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/property -p no:randomly -s
+
+lint: $(VENV)/.ready
+	$(PY) -m pip install --quiet ruff
+	$(VENV)/bin/ruff check msa.py smtp_states sasl headers server tests
+
+# -- the single-file build (DESIGN.md "Build and deploy") -------------------------------------
+dist: msa.pyz
+
+msa.pyz: msa.py $(wildcard smtp_states/*.py sasl/*.py headers/*.py server/*.py)
+	rm -rf build && mkdir -p build
+	cp msa.py build/
+	for pkg in smtp_states sasl headers server; do \
+	  mkdir -p build/$$pkg && cp $$pkg/*.py build/$$pkg/; done
+	find build -exec touch -h -d '2020-01-01 00:00:00' {} +
+	$(PYTHON) -m zipapp build -m msa:main -p "/usr/bin/env python3" -o $@
+	@echo "built $@; it needs Python 3.10+ and argon2-cffi on the host (Debian: python3-argon2, python3-idna)"
+
+clean:
+	rm -rf build msa.pyz $(DEMO)
