@@ -8,7 +8,9 @@ makes no protocol decision of its own.
 
 from __future__ import annotations
 
+import datetime
 import os
+import secrets
 import socket
 import ssl
 from collections import deque
@@ -28,6 +30,8 @@ from smtp_states import (
     StartTls,
 )
 from smtp_states import replies as R
+
+import headers
 
 from . import delivery, maillog, tls
 from .runtime import Server, client_ip, new_id
@@ -59,6 +63,7 @@ class Session:
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
         self.spool: SpoolFile | None = None
+        self.header = headers.HeaderReader()
         self.qid: str | None = None
         self.sender: str | None = None
         self.method: str | None = None
@@ -122,12 +127,7 @@ class Session:
         """Shutdown: make an idle session's blocking read return (S-110)."""
         if self.busy or (self.conn is not None and self.conn.in_transaction):
             return  # a transaction in progress finishes first (S-110)
-        sock = getattr(self.transport, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        self.transport.shutdown(socket.SHUT_RD)
 
     def force_close(self) -> None:
         """End of the drain: cut the connection; no delivery follows."""
@@ -136,12 +136,7 @@ class Session:
                 os.unlink(self.spool.path)
             except OSError:
                 pass
-        sock = getattr(self.transport, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.transport.shutdown(socket.SHUT_RDWR)
 
     def _flush(self) -> None:
         assert self.conn is not None
@@ -159,6 +154,7 @@ class Session:
             if isinstance(ev, DataChunk):
                 if self.spool is not None:
                     self.spool.write(ev.data)
+                self.header.feed(ev.data)
             elif isinstance(ev, DataStart):
                 self._open_spool()
             elif isinstance(ev, MailFrom):
@@ -215,6 +211,7 @@ class Session:
     # -- spool and hand-off -----------------------------------------------------------
     def _open_spool(self) -> None:
         self._drop_spool()
+        self.header = headers.HeaderReader()
         try:
             self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or new_id())
         except OSError as e:
@@ -255,6 +252,49 @@ class Session:
             self._drop_spool()
 
     def _prepare(self, spool: SpoolFile, ev: DataEnd) -> tuple[bytes, int, R.Reply | None]:
-        """The header to send before the spooled body, the body's offset in
-        the spool file, or a refusal."""
-        return b"", 0, None
+        """Check and complete the header (SPEC.md §6-§7): the new header
+        block, the body's offset in the spool file, or a refusal."""
+        conn = self.conn
+        assert conn is not None
+        block = self.header.finish()
+        if isinstance(block, headers.HeaderTooLarge):
+            return b"", 0, R.HEADER_TOO_LARGE  # S-703
+        env = ev.envelope
+        user = conn.user
+        if user is not None:  # S-602: trusted clients are not checked
+            users = self.server.runtime.users
+            problem = headers.check_senders(block, lambda address: users.may_send_as(user, address))
+            if problem is not None:
+                return b"", 0, self._sender_refusal(problem, user)
+        cfg = self.server.runtime.config
+        ctx = headers.FixContext(
+            hostname=cfg.hostname,
+            queue_id=self.qid or self.sid,
+            helo=conn.helo,
+            esmtp=bool(conn.esmtp),
+            client_ip=self.ip,
+            tls=f"{self.tls_info[0]} with cipher {self.tls_info[1]}" if self.tls_info else None,
+            authenticated=user is not None,
+            smtputf8=env.smtputf8,
+            sender=env.sender,
+            recipients=env.recipients,
+            received_client=cfg.received_client,
+            now=datetime.datetime.now().astimezone(),
+            random=secrets.token_bytes(10),
+        )
+        fixed = headers.fix(block, ctx)
+        if isinstance(fixed, headers.SenderProblem):
+            return b"", 0, self._sender_refusal(fixed, user or "")
+        return fixed, block.body_offset, None
+
+    def _sender_refusal(self, problem: headers.SenderProblem, user: str) -> R.Reply:
+        qid = self.qid or self.sid
+        if problem.kind == "not_owned":
+            reply = R.from_not_owned(problem.address or "", user)
+        elif problem.kind == "no_from":
+            reply = R.NO_FROM_HEADER
+        else:
+            reply = R.CANNOT_VERIFY_FROM
+        maillog.reject(qid, "END-OF-MESSAGE", self.client, str(reply), self.sender, None,
+                       self.conn.helo if self.conn else None)
+        return reply

@@ -52,6 +52,14 @@ class SocketTransport:
         self.tls = tls
         return tls
 
+    def shutdown(self, how: int) -> None:
+        """From another thread: make a blocked read return (drain, S-110).
+        The base class method, so the TLS object is left alone."""
+        try:
+            socket.socket.shutdown(self.tls or self.sock, how)
+        except OSError:
+            pass
+
     def close(self) -> None:
         sock = self.tls or self.sock
         try:
@@ -90,6 +98,9 @@ class PipeTransport:
 
     def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         raise OSError("TLS is not possible on a pipe")
+
+    def shutdown(self, how: int) -> None:
+        pass
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):

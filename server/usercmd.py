@@ -17,6 +17,7 @@ broken database (``PATH:LINE: why`` on stderr), 75 the database is locked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import getpass
 import os
@@ -29,18 +30,9 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from sasl import (
-    User,
-    UserDB,
-    UserDBError,
-    add_users,
-    check_sender,
-    delete_user,
-    hash_password,
-    name_problem,
-    nondefault_params,
-    parse,
-    replace_user,
-)
+    User, UserDB, UserDBError, add_users, check_sender, delete_user, hash_password, name_problem,
+    nondefault_params, parse, replace_user,
+)  # fmt: skip
 from sasl.limits import MAX_PASSWORD_OCTETS
 from sasl.md5state import cram_md5_credential
 from sasl.verify import argon2_problem
@@ -79,59 +71,47 @@ def build_parser(user_parser: argparse.ArgumentParser) -> None:
     on ``user_parser`` itself are kept when they are not given there.
     """
     location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("-c", "--config", default=argparse.SUPPRESS, help="configuration file")
-    location.add_argument("--users", default=argparse.SUPPRESS, help="users database (instead of -c)")
+    location.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONF", help="configuration file")
+    location.add_argument("--users", default=argparse.SUPPRESS, metavar="FILE", help="users database (instead of -c)")
     commands = user_parser.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text, parents=[location])
 
-    add = command("add", "add a user with an argon2id hash")
-    add.add_argument("name", metavar="NAME")
+    add, passwd, senders, delete = (
+        command("add", "add a user with an argon2id hash"),
+        command("passwd", "change a user's password"),
+        command("senders", "replace a user's permitted senders"),
+        command("del", "remove a user"),
+    )
+    for sub in (add, passwd, senders, delete):
+        sub.add_argument("name", metavar="NAME")
     add.add_argument("--sender", action="append", default=[], metavar="ADDR",
                      help="permitted sender: user@domain (and user+tag@domain) or @domain; repeatable")
-    passwd = command("passwd", "change a user's password")
-    passwd.add_argument("name", metavar="NAME")
     for sub in (add, passwd):
         sub.add_argument("--cram-md5", action="store_true",
                          help="also store a CRAM-MD5 credential (needed by every user for CRAM-MD5)")
         sub.add_argument("--password-stdin", action="store_true",
                          help="read the password as one line from standard input")
-    senders = command("senders", "replace a user's permitted senders")
-    senders.add_argument("name", metavar="NAME")
     senders.add_argument("addresses", nargs="+", metavar="ADDR")
-    delete = command("del", "remove a user")
-    delete.add_argument("name", metavar="NAME")
     command("list", "list users and their senders (never hashes)")
     imports = command("import", "add users from Dovecot passwd-files ({ARGON2ID}, {CRAM-MD5})")
     imports.add_argument("files", nargs="+", metavar="FILE")  # fmt: skip
 
 
 def run(
-    args: argparse.Namespace,
-    users_path: str,
-    *,
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
+    args: argparse.Namespace, users_path: str, *,
+    stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None,
+) -> int:  # fmt: skip
     """Run the parsed ``user`` subcommand on ``users_path``; the exit status."""
-    streams = _Streams(
-        stdin if stdin is not None else sys.stdin,
-        stdout if stdout is not None else sys.stdout,
-        stderr if stderr is not None else sys.stderr,
-    )
-    handler = _COMMANDS[args.user_command]
+    streams = _Streams(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     try:
-        handler(args, users_path, streams)
+        _COMMANDS[args.user_command](args, users_path, streams)
     except _Fail as failure:
         for message in failure.messages:
             print(message, file=streams.stderr)
         return failure.code
     return 0
-
-
-# --- reading ----------------------------------------------------------------
 
 
 def _decode(data: bytes, path: str) -> str:
@@ -155,9 +135,8 @@ def _read(path: str, *, missing_ok: bool) -> str:
 
 
 def _database(path: str, *, missing_ok: bool = True) -> UserDB:
-    text = _read(path, missing_ok=missing_ok)
     try:
-        return parse(text, path)
+        return parse(_read(path, missing_ok=missing_ok), path)
     except UserDBError as error:
         raise _Fail(1, *error.problems) from None
 
@@ -181,12 +160,9 @@ def _password(args: argparse.Namespace, name: str, streams: _Streams) -> bytes:
     if streams.stdin is None:
         raise _Fail(1, "no standard input to read the password from")
     if args.password_stdin:
-        binary = getattr(streams.stdin, "buffer", None)
-        line = binary.readline() if binary is not None else streams.stdin.readline()
-        if isinstance(line, bytes):
-            line = _decode(line, "password")
-        text = line[:-1] if line.endswith("\n") else line  # the newline only
-        text = text[:-1] if line.endswith("\r\n") else text
+        binary = getattr(streams.stdin, "buffer", None)  # the octets as sent
+        line = binary.readline().decode("utf-8", "surrogateescape") if binary else streams.stdin.readline()
+        text = line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")  # the newline only
     else:
         if not streams.stdin.isatty():
             raise _Fail(1, "no terminal to ask for the password on: use --password-stdin")
@@ -202,8 +178,7 @@ def _password(args: argparse.Namespace, name: str, streams: _Streams) -> bytes:
         raise _Fail(1, "the password is not valid UTF-8") from None
     if not password:
         raise _Fail(1, "empty password refused")
-    if len(password) > MAX_PASSWORD_OCTETS:
-        # RFC 4616 §2 (S-505): PLAIN carries at most 255 octets.
+    if len(password) > MAX_PASSWORD_OCTETS:  # RFC 4616 §2, S-505
         raise _Fail(1, "password longer than 255 octets refused (PLAIN and LOGIN cannot send it)")
     return password
 
@@ -226,28 +201,21 @@ def _lock(path: str) -> int:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise _Fail(
-                    EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user' command; try again"
-                ) from None
+                raise _Fail(EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user'; try again")
             time.sleep(_LOCK_POLL_SECONDS)
 
 
 def _write(real: str, data: bytes) -> None:
     """Replace ``real`` by ``data``: temporary file, fsync, rename (S-1012)."""
     directory = os.path.dirname(real) or "."
-    try:
-        old = os.stat(real)
-    except FileNotFoundError:
-        old = None
+    old = os.stat(real) if os.path.exists(real) else None
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=directory)
     try:
         mode = 0o600  # mkstemp's mode; 0640 only if the old group can be kept
         if old is not None and old.st_mode & 0o040:
-            try:
+            with contextlib.suppress(OSError):
                 os.fchown(fd, old.st_uid, old.st_gid)
                 mode = 0o640
-            except OSError:
-                pass
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
@@ -255,14 +223,12 @@ def _write(real: str, data: bytes) -> None:
             os.fsync(file.fileno())
         os.replace(temporary, real)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
         raise
     directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(directory_fd)
+        os.fsync(directory_fd)  # the rename itself survives a crash
     finally:
         os.close(directory_fd)
 
@@ -286,8 +252,7 @@ def _edit(path: str, change: Callable[[str], str], *, create: bool = False) -> N
 
 
 def _current(text: str, path: str, name: str) -> User:
-    user = parse(text, path).get(name)
-    if user is None:
+    if (user := parse(text, path).get(name)) is None:
         raise UserDBError([f"{path}: no user {name}"])
     return user
 
@@ -322,12 +287,9 @@ def _passwd(args: argparse.Namespace, path: str, streams: _Streams) -> None:
 
     _edit(path, change)
     print(f"changed the password of {name}", file=streams.stdout)
-    if before.cram and not cram:
-        # The old credential was made from the old password: keeping it would
-        # keep the old password valid for CRAM-MD5.
-        print(f"removed the CRAM-MD5 credential of {name} (it belonged to the old password);"
-              " use --cram-md5 to store a new one; CRAM-MD5 is offered only while every user"
-              " has one", file=streams.stdout)  # fmt: skip
+    if before.cram and not cram:  # kept, it would keep the old password valid
+        print(f"removed the old CRAM-MD5 credential of {name}: use --cram-md5 to store a new one"
+              " (CRAM-MD5 is offered only while every user has one)", file=streams.stdout)  # fmt: skip
 
 
 def _set_senders(args: argparse.Namespace, path: str, streams: _Streams) -> None:
@@ -352,13 +314,22 @@ def _list(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     if not os.path.exists(path):
         print(f"{path}: no such file: no users", file=streams.stderr)
     for user in _database(path):
-        fields = [user.name, " ".join(user.senders) or "(no senders)"]
-        if user.cram:
-            fields.append("[cram-md5]")
-        print("  ".join(fields), file=streams.stdout)
+        cram = "  [cram-md5]" if user.cram else ""
+        print(f"{user.name}  {' '.join(user.senders) or '(no senders)'}{cram}", file=streams.stdout)
 
 
 _SCHEME = re.compile(r"\{([A-Za-z0-9._-]+)\}(.*)", re.DOTALL)
+
+
+def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
+    """``(slot, value, why not)`` for one Dovecot password field."""
+    if scheme == "ARGON2ID":
+        why = argon2_problem(value)
+        return "argon2", value, why and f"bad argon2 hash: {why}"
+    if scheme in ("CRAM-MD5", "HMAC-MD5"):  # Dovecot's two names for it
+        bad = len(value) != 64 or not all(c in "0123456789abcdefABCDEF" for c in value)
+        return "cram", value.lower(), "bad CRAM-MD5 credential: expected 64 hex digits" if bad else None
+    return "", value, f"scheme {{{scheme}}} cannot be imported (only {{ARGON2ID}}, and {{CRAM-MD5}} beside it)"
 
 
 def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str, str]]], list[str]]:
@@ -377,33 +348,19 @@ def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str,
             if not line or line.startswith("#"):
                 continue
             fields = line.split(":")  # user:password:uid:gid:gecos:home:shell:extra
-            match = _SCHEME.fullmatch(fields[1]) if len(fields) > 1 else None
-            why = name_problem(fields[0]) or name_problem(fields[0].lower())
-            if why:
-                problems.append(f"{where}: bad user name: {why}")
+            name, match = fields[0].lower(), _SCHEME.fullmatch(fields[1]) if len(fields) > 1 else None
+            why = name_problem(fields[0]) or name_problem(name)
+            if why or match is None:
+                problems.append(f"{where}: " + (f"bad user name: {why}" if why else "expected user:{SCHEME}password"))
                 continue
-            if match is None:
-                problems.append(f"{where}: expected user:{{SCHEME}}password")
-                continue
-            scheme, value = match.group(1).upper(), match.group(2)
-            if scheme == "ARGON2ID":
-                slot, why = "argon2", argon2_problem(value)
-                why = why and f"bad argon2 hash: {why}"
-            elif scheme in ("CRAM-MD5", "HMAC-MD5"):  # Dovecot's two names
-                slot, value = "cram", value.lower()
-                bad = len(value) != 64 or not all(c in "0123456789abcdef" for c in value)
-                why = "bad CRAM-MD5 credential: expected 64 hex digits" if bad else None
-            else:
-                problems.append(f"{where}: scheme {{{scheme}}} cannot be imported "
-                                "(only {ARGON2ID}, with an optional {CRAM-MD5} line)")  # fmt: skip
-                continue
-            entry = found.setdefault(fields[0].lower(), {})
+            scheme = match.group(1).upper()
+            slot, value, why = _imported_value(scheme, match.group(2))
+            entry = found.setdefault(name, {})
             if why:
                 problems.append(f"{where}: {why}")
-                broken.add(fields[0].lower())
+                broken.add(name)
             elif slot in entry:
-                problems.append(f"{where}: second {{{scheme}}} line for {fields[0].lower()} "
-                                f"(first at {entry[slot][1]})")  # fmt: skip
+                problems.append(f"{where}: second {{{scheme}}} line for {name} (first at {entry[slot][1]})")
             else:
                 entry[slot] = (value, where)
     for name, entry in found.items():
@@ -417,10 +374,7 @@ def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     found, problems = _read_passwd_files(args.files)
     if problems:
         raise _Fail(1, *problems, "nothing imported")
-    users = [
-        User(name, entry["argon2"][0], entry["cram"][0] if "cram" in entry else None, ())
-        for name, entry in found.items()
-    ]
+    users = [User(name, e["argon2"][0], e["cram"][0] if "cram" in e else None, ()) for name, e in found.items()]
 
     def change(text: str) -> str:
         db = parse(text, path)
@@ -433,18 +387,12 @@ def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     print(f"imported {len(users)} users: {' '.join(u.name for u in users)}", file=streams.stdout)
     print("they have no permitted senders yet: set them with 'msa.py user senders NAME ADDR...'",
           file=streams.stdout)  # fmt: skip
-    slow = nondefault_params(UserDB(path, users))
-    if slow:
+    if slow := nondefault_params(UserDB(path, users)):
         print(f"{len(slow)} imported hashes use argon2 parameters other than the defaults, so their"
               " check takes a different time (SPEC.md S-510); 'msa.py user passwd' rehashes them",
               file=streams.stdout)  # fmt: skip
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, str, _Streams], None]] = {
-    "add": _add,
-    "passwd": _passwd,
-    "senders": _set_senders,
-    "del": _delete,
-    "list": _list,
-    "import": _import,
-}
+    "add": _add, "passwd": _passwd, "senders": _set_senders, "del": _delete, "list": _list, "import": _import,
+}  # fmt: skip

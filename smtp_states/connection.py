@@ -14,6 +14,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from sasl import Challenge, Failure
+
 from . import commands as C
 from . import replies as R
 from .data import DataDecoder, DataError
@@ -510,14 +512,13 @@ class Connection:
         self._auth_step(self._mech, self._mech.step(decoded), events)
 
     def _auth_step(self, mech: Any, step: Any, events: list[Event]) -> None:
-        challenge = getattr(step, "data", None)
-        if challenge is not None and type(step).__name__ == "Challenge":
+        if isinstance(step, Challenge):
             self._mech = mech
             self.state = State.AUTH
-            self._send(R.Reply(334, "", base64.b64encode(challenge).decode("ascii")))
+            self._send(R.Reply(334, "", base64.b64encode(step.data).decode("ascii")))
             return
         self._end_auth()
-        if getattr(step, "initial_response_refused", False):
+        if isinstance(step, Failure) and step.initial_response_refused:
             self._reply(R.AUTH_NO_INITIAL, events, "AUTH")  # S-501, RFC 4954 §4
             return
         # Credentials, or a Failure: both go to the shell, which verifies the

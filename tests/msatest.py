@@ -307,3 +307,6 @@ MESSAGE = (
     b"\r\n"
     b"bye\r\n"
 )
+
+#: A complete header start, so that msa adds nothing but Received: (S-705).
+HDR = b"From: alice@example.org\r\nDate: Wed, 25 Nov 2026 18:48:03 +0100\r\nMessage-ID: <t.1@example.org>\r\n"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import msatest
-from msatest import Wire, smtp
+from msatest import HDR, Wire, smtp
 
 
 def _start_transaction(m, port_kind="tls"):
@@ -39,7 +39,7 @@ def _start_transaction(m, port_kind="tls"):
 def test_sendmail_exit_status_maps_to_reply(msa, status, reply):  # S-803
     msa.outbox.set("exit_code", status)
     w = _start_transaction(msa)
-    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n.\r\n")
     assert w.reply()[1] == reply
     assert msa.outbox.messages() == []
     assert msa.spool_files() == []
@@ -53,7 +53,7 @@ def test_sendmail_hanging_past_timeout_is_killed(start_msa):  # S-803
     m.outbox.set("delay", 30)
     w = _start_transaction(m)
     t0 = time.monotonic()
-    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n.\r\n")
     assert w.reply()[1] == "451 4.3.0 Temporary failure handing the message on; try again later"
     assert time.monotonic() - t0 < 15
     assert m.outbox.messages() == []
@@ -64,7 +64,7 @@ def test_sendmail_hanging_past_timeout_is_killed(start_msa):  # S-803
 def test_sendmail_that_cannot_start(start_msa):  # S-804
     m = start_msa(sendmail="/nonexistent/sendmail")
     w = _start_transaction(m)
-    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n.\r\n")
     assert w.reply()[0] == 451
     m.wait_log(r"cannot run /nonexistent/sendmail")
     assert m.spool_files() == []
@@ -72,7 +72,7 @@ def test_sendmail_that_cannot_start(start_msa):  # S-804
 
 def test_client_disconnect_mid_data_delivers_nothing(msa):  # S-308
     w = _start_transaction(msa)
-    w.send(b"Subject: x\r\n\r\n" + b"partial body\r\n" * 1000)
+    w.send(HDR + b"Subject: x\r\n\r\n" + b"partial body\r\n" * 1000)
     time.sleep(0.3)
     assert len(msa.spool_files()) == 1  # it was being spooled
     w.sock.close()
@@ -84,7 +84,7 @@ def test_client_disconnect_mid_data_delivers_nothing(msa):  # S-308
 
 def test_spool_file_mode_and_directory_mode(msa):  # S-1012
     w = _start_transaction(msa)
-    w.send(b"Subject: x\r\n\r\nbody\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n")
     time.sleep(0.3)
     [name] = msa.spool_files()
     assert (os.stat(msa.spool / name).st_mode & 0o777) == 0o600
@@ -102,7 +102,7 @@ def test_fifty_mib_message_memory_stays_flat(start_msa):  # S-303, DESIGN "DATA"
     before = msa.rss_kib()
     msa.reset_hwm()
     sent = 0
-    w.send(b"Subject: big\r\n\r\n")
+    w.send(HDR + b"Subject: big\r\n\r\n")
     while sent < total:
         w.send(block)
         sent += len(block)
@@ -112,7 +112,7 @@ def test_fifty_mib_message_memory_stays_flat(start_msa):  # S-303, DESIGN "DATA"
     growth = msa.hwm_kib() - before
     assert growth < 32 * 1024, f"peak RSS grew by {growth} KiB"
     [d] = msa.outbox.messages()
-    assert len(msatest.strip_received(d.data)) == len(b"Subject: big\r\n\r\n") + sent
+    assert len(msatest.strip_received(d.data)) == len(HDR + b"Subject: big\r\n\r\n") + sent
 
 
 def test_sigterm_lets_a_message_in_flight_finish(msa):  # S-110, CONTRACT serve
@@ -120,11 +120,14 @@ def test_sigterm_lets_a_message_in_flight_finish(msa):  # S-110, CONTRACT serve
     w = _start_transaction(msa)
     idle = Wire.connect(msa.ports["starttls"])
     idle.reply()
-    w.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    idle_tls = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
+    idle_tls.reply()
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n.\r\n")
     time.sleep(0.4)  # the hand-off is running
     msa.proc.send_signal(signal.SIGTERM)
     assert w.reply()[0] == 250
     assert idle.reply()[1] == "421 4.3.2 msa.test Service shutting down"
+    assert idle_tls.reply()[1] == "421 4.3.2 msa.test Service shutting down"
     assert msa.proc.wait(20) == 0
     assert len(msa.outbox.messages()) == 1
     with pytest.raises(OSError):
@@ -135,7 +138,7 @@ def test_sigterm_waits_for_an_open_transaction(msa):  # S-110
     w = _start_transaction(msa)
     msa.proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
-    w.send(b"Subject: late\r\n\r\nstill accepted\r\n.\r\n")
+    w.send(HDR + b"Subject: late\r\n\r\nstill accepted\r\n.\r\n")
     assert w.reply()[0] == 250
     assert w.cmd("NOOP")[1] == "421 4.3.2 msa.test Service shutting down"
     assert msa.proc.wait(20) == 0
@@ -207,7 +210,7 @@ def test_stale_spool_files_removed_at_start(tmp_path, certs):  # S-1015
 def test_sigkill_mid_data_then_restart(tmp_path, certs):  # S-1015
     m = msatest.start(tmp_path / "m", certs)
     w = _start_transaction(m)
-    w.send(b"Subject: x\r\n\r\n" + b"line\r\n" * 5000)
+    w.send(HDR + b"Subject: x\r\n\r\n" + b"line\r\n" * 5000)
     time.sleep(0.3)
     assert len(m.spool_files()) == 1
     m.stop(signal.SIGKILL)
@@ -228,7 +231,7 @@ def test_spool_disk_full_gives_452(tmp_path, certs):  # S-307
     m = msatest.start(tmp_path / "m", certs, preexec=limit_file_size)
     try:
         w = _start_transaction(m)
-        w.send(b"Subject: x\r\n\r\n" + b"0123456789abcdef" * 65536 + b"\r\n.\r\n")
+        w.send(HDR + b"Subject: x\r\n\r\n" + b"0123456789abcdef" * 65536 + b"\r\n.\r\n")
         assert w.reply()[1] == "452 4.3.1 Insufficient system storage"
         assert w.cmd("NOOP")[0] == 250
         assert m.outbox.messages() == []
@@ -237,7 +240,7 @@ def test_spool_disk_full_gives_452(tmp_path, certs):  # S-307
         w.expect("MAIL FROM:<alice@example.org>", 250)
         w.expect("RCPT TO:<bob@example.net>", 250)
         w.expect("DATA", 354)
-        w.send(b"Subject: small\r\n\r\nsmall\r\n.\r\n")
+        w.send(HDR + b"Subject: small\r\n\r\nsmall\r\n.\r\n")
         assert w.reply()[0] == 250
     finally:
         m.stop()

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import msatest
-from msatest import MSA, Wire
+from msatest import HDR, MSA, Wire
 
 
 def _inetd(conf, stdin, stdout=None, extra=(), env=None):
@@ -49,12 +49,12 @@ def test_inetd_implicit_tls_delivers(tmp_path, certs):  # CONTRACT inetd --tls
     w.expect("MAIL FROM:<alice@example.org>", 250)
     w.expect("RCPT TO:<bob@example.net>", 250)
     w.expect("DATA", 354)
-    w.send(b"Subject: inetd\r\n\r\nhi\r\n.\r\n")
+    w.send(HDR + b"Subject: inetd\r\n\r\nhi\r\n.\r\n")
     assert w.reply()[0] == 250
     w.expect("QUIT", 221)
     assert proc.wait(10) == 0
     [d] = msatest.Outbox(tmp_path / "outbox").messages()
-    assert msatest.strip_received(d.data) == b"Subject: inetd\r\n\r\nhi\r\n"
+    assert msatest.strip_received(d.data) == HDR + b"Subject: inetd\r\n\r\nhi\r\n"
 
 
 def test_inetd_on_pipes_offers_no_starttls(tmp_path, certs):

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 import msatest
-from msatest import MESSAGE, Wire, smtp, strip_received
+from msatest import HDR, MESSAGE, Wire, smtp, strip_received
 
 
 @pytest.mark.parametrize("mode", ["starttls", "tls"])
@@ -36,15 +36,15 @@ def test_queued_reply_names_the_queue_id(msa):  # S-309
 
 def test_two_messages_and_rset_in_one_session(msa):  # S-203, S-207
     with smtp(msa) as s:
-        s.sendmail("alice@example.org", ["one@example.net"], b"Subject: 1\r\n\r\none\r\n")
+        s.sendmail("alice@example.org", ["one@example.net"], HDR + b"Subject: 1\r\n\r\none\r\n")
         s.ehlo()
         s.mail("alice@example.org")
         s.rcpt("dropped@example.net")
         assert s.rset()[0] == 250
-        s.sendmail("alice@example.org", ["two@example.net"], b"Subject: 2\r\n\r\ntwo\r\n")
+        s.sendmail("alice@example.org", ["two@example.net"], HDR + b"Subject: 2\r\n\r\ntwo\r\n")
     msgs = msa.outbox.messages()
     assert [m.recipients for m in msgs] == [["one@example.net"], ["two@example.net"]]
-    assert strip_received(msgs[1].data) == b"Subject: 2\r\n\r\ntwo\r\n"
+    assert strip_received(msgs[1].data) == HDR + b"Subject: 2\r\n\r\ntwo\r\n"
 
 
 def test_pipelined_transaction_in_one_write(msa):  # S-105
@@ -52,13 +52,13 @@ def test_pipelined_transaction_in_one_write(msa):  # S-105
     assert w.reply()[0] == 220
     w.send(
         b"EHLO client.example\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\n"
-        b"RCPT TO:<carol@example.net>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+        b"RCPT TO:<carol@example.net>\r\nDATA\r\n" + HDR + b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n"
     )
     codes = [w.reply()[0] for _ in range(7)]
     assert codes == [250, 250, 250, 250, 354, 250, 221]
     [d] = msa.outbox.messages()
     assert d.recipients == ["bob@example.net", "carol@example.net"]
-    assert strip_received(d.data) == b"Subject: p\r\n\r\nbody\r\n"
+    assert strip_received(d.data) == HDR + b"Subject: p\r\n\r\nbody\r\n"
 
 
 def test_bare_lf_message_is_stored_with_crlf(msa):  # S-302
@@ -68,10 +68,10 @@ def test_bare_lf_message_is_stored_with_crlf(msa):  # S-302
     w.expect("MAIL FROM:<alice@example.org>", 250)
     w.expect("RCPT TO:<bob@example.net>", 250)
     w.expect("DATA", 354)
-    w.send(b"Subject: lf\n\nline one\n.dotted\nend\r\n.\r\n")
+    w.send(HDR + b"Subject: lf\n\nline one\n.dotted\nend\r\n.\r\n")
     assert w.reply()[0] == 250
     [d] = msa.outbox.messages()
-    assert strip_received(d.data) == b"Subject: lf\r\n\r\nline one\r\ndotted\r\nend\r\n"
+    assert strip_received(d.data) == HDR + b"Subject: lf\r\n\r\nline one\r\ndotted\r\nend\r\n"
 
 
 SMUGGLING = [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r.\r", b"\r.\n", b"\n.\r",
@@ -86,9 +86,9 @@ def test_smuggling_payload_delivers_at_most_one_message(msa, payload):  # S-1001
     w.expect("MAIL FROM:<alice@example.org>", 250)
     w.expect("RCPT TO:<bob@example.net>", 250)
     w.expect("DATA", 354)
-    w.send(b"Subject: first\r\n\r\nfirst body" + payload
+    w.send(HDR + b"Subject: first\r\n\r\nfirst body" + payload
            + b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<smuggled@evil.example>\r\nDATA\r\n"
-           + b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+           + HDR + b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
     replies = [w.reply()]
     w.send(b"QUIT\r\n")
     while True:
@@ -146,7 +146,7 @@ def test_recipient_starting_with_dash_is_refused(msa):  # S-206, S-1004
     assert w.cmd("RCPT TO:<-bob@example.net>")[0] == 501
     w.expect("RCPT TO:<bob@example.net>", 250)
     w.expect("DATA", 354)
-    w.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nx\r\n.\r\n")
     assert w.reply()[0] == 250
     [d] = msa.outbox.messages()
     assert d.argv[d.argv.index("--") :] == ["--", "bob@example.net"]  # S-801
@@ -163,7 +163,7 @@ def test_too_many_recipients(start_msa):  # S-205
     w.expect("RCPT TO:<r0@EXAMPLE.NET>", 250)  # a duplicate: accepted, passed once
     assert w.cmd("RCPT TO:<r3@example.net>")[1] == "452 4.5.3 Too many recipients"
     w.expect("DATA", 354)
-    w.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nx\r\n.\r\n")
     assert w.reply()[0] == 250
     [d] = m.outbox.messages()
     assert d.recipients == ["r0@example.net", "r1@example.net", "r2@example.net"]
@@ -180,7 +180,7 @@ def test_size_refused_at_mail_and_after_data(start_msa):  # S-204, S-304
     w.expect("MAIL FROM:<alice@example.org> SIZE=1000", 250)
     w.expect("RCPT TO:<bob@example.net>", 250)
     w.expect("DATA", 354)
-    w.send(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n")
+    w.send(HDR + b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n")
     w.send((b"y" * 78 + b"\r\n") * 100 + b".\r\n")
     assert w.reply()[1] == "552 5.3.4 Message size exceeds fixed limit"
     w.expect("NOOP", 250)  # the rest was read, not taken as commands
@@ -240,6 +240,6 @@ def test_untrusted_client_needs_auth(start_msa):  # S-204, S-1011
     assert w.cmd("MAIL FROM:<alice@example.org>")[1] == "530 5.7.0 Authentication required"
     assert w.cmd("RCPT TO:<bob@example.net>")[0] == 503
     assert w.cmd("DATA")[0] == 503
-    w.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
+    w.send(HDR + b"Subject: x\r\n\r\nx\r\n.\r\n")
     assert w.reply()[0] == 500
     assert m.outbox.messages() == []
