@@ -213,7 +213,7 @@ def serve(cfg: Config) -> int:
 
     _notify("STOPPING=1")
     maillog.info("stopping: no new connections; letting sessions finish")
-    server.stopping.set()
+    server.stop()
     for lst in listeners:
         lst.shutdown()
         lst.server_close()
@@ -222,8 +222,6 @@ def serve(cfg: Config) -> int:
         live = server.live_sessions()
         if not live:
             break
-        for s in live:
-            s.wake()
         time.sleep(0.1)
     left = server.live_sessions()
     if left:

@@ -106,9 +106,16 @@ class Server:
         self.slots = Slots(cfg.max_connections, cfg.max_connections_per_ip)
         self.sessions: set[Any] = set()
         self.stopping = threading.Event()
+        # Readable once stopping: idle sessions poll it beside their socket.
+        self.stop_fd, self._stop_w = os.pipe()
         self.argon2_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.tls_refusal_slots = threading.BoundedSemaphore(8)
         self.auth: Any = None  # server.auth.Authenticator, once built
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            self.stopping.set()
+            os.write(self._stop_w, b"x")
 
     @property
     def runtime(self) -> Runtime:

@@ -36,7 +36,7 @@ import headers
 from . import delivery, maillog, tls
 from .runtime import Server, client_ip, new_id
 from .spool import SpoolFile
-from .transport import Timeout
+from .transport import Timeout, Woken
 
 RECV_SIZE = 64 * 1024  # DESIGN.md: tuned by `make bench`
 
@@ -113,21 +113,16 @@ class Session:
                 break
             if not conn.wants_input():
                 break  # cannot happen in this shell: it never reads while paused
+            wake = None if conn.in_transaction else self.server.stop_fd  # S-110
             try:
-                data = self.transport.recv(RECV_SIZE, timeout)
+                data = self.transport.recv(RECV_SIZE, timeout, wake)
             except Timeout:
                 self._handle(conn.abort(R.timeout(cfg.hostname), "timeout"))  # S-108
                 break
-            if not data and self.server.stopping.is_set() and not conn.in_transaction:
+            except Woken:
                 self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))
                 break
             self._handle(conn.receive(data))
-
-    def wake(self) -> None:
-        """Shutdown: make an idle session's blocking read return (S-110)."""
-        if self.busy or (self.conn is not None and self.conn.in_transaction):
-            return  # a transaction in progress finishes first (S-110)
-        self.transport.shutdown(socket.SHUT_RD)
 
     def force_close(self) -> None:
         """End of the drain: cut the connection; no delivery follows."""

@@ -18,6 +18,23 @@ class Timeout(Exception):
     """No bytes within the session timeout."""
 
 
+class Woken(Exception):
+    """The wake descriptor became readable (shutdown, S-110)."""
+
+
+def _wait(fd: int, timeout: float, wake_fd: int | None) -> None:
+    """Wait until `fd` is readable; poll(), not select(): no FD_SETSIZE."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    if wake_fd is not None:
+        poller.register(wake_fd, select.POLLIN)
+    ready = poller.poll(timeout * 1000)
+    if not ready:
+        raise Timeout()
+    if wake_fd is not None and all(f == wake_fd for f, _ in ready):
+        raise Woken()
+
+
 class SocketTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -27,8 +44,10 @@ class SocketTransport:
     def can_starttls(self) -> bool:
         return True
 
-    def recv(self, size: int, timeout: float) -> bytes:
+    def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
         sock = self.tls or self.sock
+        if not (self.tls and self.tls.pending()):
+            _wait(sock.fileno(), timeout, wake_fd)
         sock.settimeout(timeout)
         try:
             return sock.recv(size)
@@ -81,17 +100,16 @@ class PipeTransport:
     def can_starttls(self) -> bool:
         return False
 
-    def recv(self, size: int, timeout: float) -> bytes:
-        ready, _, _ = select.select([self.rfd], [], [], timeout)
-        if not ready:
-            raise Timeout()
+    def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
+        _wait(self.rfd, timeout, wake_fd)
         return os.read(self.rfd, size)
 
     def send(self, data: bytes, timeout: float) -> None:
         view = memoryview(data)
+        poller = select.poll()
+        poller.register(self.wfd, select.POLLOUT)
         while view:
-            _, ready, _ = select.select([], [self.wfd], [], timeout)
-            if not ready:
+            if not poller.poll(timeout * 1000):
                 raise Timeout()
             n = os.write(self.wfd, view)
             view = view[n:]

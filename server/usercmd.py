@@ -9,7 +9,6 @@ line order, write a temporary file in the same directory (mode 0600, or
 0640 when the old file was group-readable and its group can be kept,
 SPEC.md S-1012), ``fsync``, ``rename``, ``fsync`` the directory. The file
 format and every rule about names, hashes and senders belong to ``sasl``.
-
 It never prints a hash. Exit codes (CONTRACT.md): 0 done, 1 bad input or a
 broken database (``PATH:LINE: why`` on stderr), 75 the database is locked.
 """
@@ -44,6 +43,7 @@ LOCK_WAIT_SECONDS = 10.0
 _LOCK_POLL_SECONDS = 0.05
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later
+_SENDER_HELP = "permitted sender: user@domain (and user+tag@domain) or @domain; repeatable"
 
 
 class _Fail(Exception):
@@ -70,9 +70,9 @@ def build_parser(user_parser: argparse.ArgumentParser) -> None:
     ``default=SUPPRESS`` so that the values and defaults the caller defines
     on ``user_parser`` itself are kept when they are not given there.
     """
-    location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONF", help="configuration file")
-    location.add_argument("--users", default=argparse.SUPPRESS, metavar="FILE", help="users database (instead of -c)")
+    location, hidden = argparse.ArgumentParser(add_help=False), argparse.SUPPRESS
+    location.add_argument("-c", "--config", default=hidden, metavar="CONF", help="configuration file")
+    location.add_argument("--users", default=hidden, metavar="FILE", help="users database (instead of -c)")
     commands = user_parser.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
@@ -86,17 +86,14 @@ def build_parser(user_parser: argparse.ArgumentParser) -> None:
     )
     for sub in (add, passwd, senders, delete):
         sub.add_argument("name", metavar="NAME")
-    add.add_argument("--sender", action="append", default=[], metavar="ADDR",
-                     help="permitted sender: user@domain (and user+tag@domain) or @domain; repeatable")
+    add.add_argument("--sender", action="append", default=[], metavar="ADDR", help=_SENDER_HELP)
     for sub in (add, passwd):
-        sub.add_argument("--cram-md5", action="store_true",
-                         help="also store a CRAM-MD5 credential (needed by every user for CRAM-MD5)")
-        sub.add_argument("--password-stdin", action="store_true",
-                         help="read the password as one line from standard input")
+        sub.add_argument("--cram-md5", action="store_true", help="also store a CRAM-MD5 credential")
+        sub.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     senders.add_argument("addresses", nargs="+", metavar="ADDR")
     command("list", "list users and their senders (never hashes)")
     imports = command("import", "add users from Dovecot passwd-files ({ARGON2ID}, {CRAM-MD5})")
-    imports.add_argument("files", nargs="+", metavar="FILE")  # fmt: skip
+    imports.add_argument("files", nargs="+", metavar="FILE")
 
 
 def run(
@@ -201,7 +198,7 @@ def _lock(path: str) -> int:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise _Fail(EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user'; try again")
+                raise _Fail(EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user'") from None
             time.sleep(_LOCK_POLL_SECONDS)
 
 
@@ -319,6 +316,7 @@ def _list(args: argparse.Namespace, path: str, streams: _Streams) -> None:
 
 
 _SCHEME = re.compile(r"\{([A-Za-z0-9._-]+)\}(.*)", re.DOTALL)
+_IMPORTABLE = "{ARGON2ID}, and {CRAM-MD5} beside it"
 
 
 def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
@@ -329,7 +327,7 @@ def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
     if scheme in ("CRAM-MD5", "HMAC-MD5"):  # Dovecot's two names for it
         bad = len(value) != 64 or not all(c in "0123456789abcdefABCDEF" for c in value)
         return "cram", value.lower(), "bad CRAM-MD5 credential: expected 64 hex digits" if bad else None
-    return "", value, f"scheme {{{scheme}}} cannot be imported (only {{ARGON2ID}}, and {{CRAM-MD5}} beside it)"
+    return "", value, f"scheme {{{scheme}}} cannot be imported (only {_IMPORTABLE})"
 
 
 def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str, str]]], list[str]]:
@@ -351,7 +349,8 @@ def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str,
             name, match = fields[0].lower(), _SCHEME.fullmatch(fields[1]) if len(fields) > 1 else None
             why = name_problem(fields[0]) or name_problem(name)
             if why or match is None:
-                problems.append(f"{where}: " + (f"bad user name: {why}" if why else "expected user:{SCHEME}password"))
+                why = f"bad user name: {why}" if why else "expected user:{SCHEME}password"
+                problems.append(f"{where}: {why}")
                 continue
             scheme = match.group(1).upper()
             slot, value, why = _imported_value(scheme, match.group(2))
@@ -374,11 +373,13 @@ def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     found, problems = _read_passwd_files(args.files)
     if problems:
         raise _Fail(1, *problems, "nothing imported")
-    users = [User(name, e["argon2"][0], e["cram"][0] if "cram" in e else None, ()) for name, e in found.items()]
+    users = [User(name, e["argon2"][0], e.get("cram", (None,))[0], ()) for name, e in found.items()]
 
     def change(text: str) -> str:
         db = parse(text, path)
-        taken = [f"{found[u.name]['argon2'][1]}: user {u.name} exists in {path}" for u in users if db.get(u.name)]
+        taken = [
+            f"{found[u.name]['argon2'][1]}: user {u.name} exists in {path}" for u in users if u.name in db
+        ]
         if taken:
             raise UserDBError([*taken, "nothing imported"])
         return add_users(text, users, path=path)
