@@ -143,6 +143,7 @@ def serve(cfg: Config) -> int:
         return 1
     if removed:
         maillog.warning(f"removed {removed} stale spool file(s) from {cfg.spool}")
+    sasl.warm_up()  # S-510: the first unknown user costs what a known one does
     server = Server(runtime)
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
 

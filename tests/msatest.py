@@ -310,3 +310,22 @@ MESSAGE = (
 
 #: A complete header start, so that msa adds nothing but Received: (S-705).
 HDR = b"From: alice@example.org\r\nDate: Wed, 25 Nov 2026 18:48:03 +0100\r\nMessage-ID: <t.1@example.org>\r\n"
+
+
+def add_user(users_db: Path | str, name: str, password: str, senders: list[str] = (), cram: bool = False) -> None:
+    """Add a user with the real `msa.py user add` command."""
+    args = [sys.executable, MSA, "user", "--users", str(users_db), "add", name, "--password-stdin"]
+    for s in senders:
+        args += ["--sender", s]
+    if cram:
+        args.append("--cram-md5")
+    p = subprocess.run(args, input=password + "\n", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def b64(data: bytes | str) -> str:
+    import base64
+
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()

@@ -1,0 +1,170 @@
+"""SASL for msa: mechanisms, users database, verification (sans-IO).
+
+This package owns what AUTH means once the SMTP layer has decoded the
+client's base64 (RFC 4954): the step results a mechanism returns, the
+``Mechanism`` protocol, the registry of mechanisms (PLAIN RFC 4616, LOGIN
+draft-murchison-sasl-login, CRAM-MD5 RFC 2195), and it re-exports the users
+database, the verifier, the failure throttle and the credential cache.
+
+It never touches a socket, thread, file descriptor or process, and never
+imports ``smtp_states`` or ``server``: it returns reasons, and the SMTP layer
+turns them into replies (SPEC.md §5). Base64, the ``*`` cancel and line
+lengths stay in the SMTP layer. A client's fault is a ``Failure`` result,
+never an exception. Imports: the standard library; argon2-cffi (lazily, in
+``verify`` and ``userdb``) and ``idna`` (lazily, in ``userdb``, S-603).
+
+The step result types are defined here, before the submodules are imported
+at the bottom, because every mechanism module builds them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Send ``data`` to the client (the SMTP layer base64-encodes it, S-502)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The exchange is complete: check these (``verify``), then reply.
+
+    ``username`` is the authentication identity as sent (decoded UTF-8, valid
+    per S-509, not yet lower-cased). PLAIN and LOGIN carry ``password``;
+    CRAM-MD5 carries the exact ``challenge`` sent and the client's ``digest``
+    (32 lower-case hex digits). Secrets are kept out of ``repr``.
+    """
+
+    mechanism: str
+    username: str
+    password: bytes | None = field(default=None, repr=False)
+    challenge: bytes | None = None
+    digest: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The exchange failed; ``reason`` is short, for logs, and holds no secret.
+
+    The SMTP layer answers ``535 5.7.8`` (S-503), except when
+    ``initial_response_refused`` is set: an initial response was sent to a
+    mechanism where the server speaks first, ``501 5.7.0`` (S-501,
+    RFC 4954 §4).
+    """
+
+    reason: str
+    initial_response_refused: bool = False
+
+
+Step = Challenge | Credentials | Failure
+
+
+class Mechanism(Protocol):
+    """One AUTH exchange; a fresh object per AUTH command.
+
+    ``start`` takes the decoded initial response (``b""`` for ``=``), or None
+    when the command had none; ``step`` takes each decoded response to a
+    ``Challenge``. After a ``Credentials`` or ``Failure`` result every call
+    returns a ``Failure``.
+    """
+
+    name: str
+
+    def start(self, initial: bytes | None) -> Step: ...
+
+    def step(self, response: bytes) -> Step: ...
+
+
+#: The mechanisms msa implements, in the order EHLO advertises them (S-202).
+MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+# The submodules import the types above from this package, so they come last.
+from .cache import CredentialCache  # noqa: E402
+from .crammd5 import CramMD5Mechanism  # noqa: E402
+from .login import LoginMechanism  # noqa: E402
+from .plain import PlainMechanism  # noqa: E402
+from .throttle import Throttle, client_key  # noqa: E402
+from .userdb import (  # noqa: E402
+    User,
+    UserDB,
+    UserDBError,
+    add_user,
+    add_users,
+    check_sender,
+    delete_user,
+    format_user,
+    load,
+    name_problem,
+    parse,
+    replace_user,
+)
+from .verify import AuthResult, hash_password, nondefault_params, verify, warm_up  # noqa: E402
+
+
+def new_mechanism(
+    name: str,
+    *,
+    hostname: str,
+    urandom: Callable[[int], bytes] = os.urandom,
+    clock: Callable[[], float] = time.time,
+) -> Mechanism | None:
+    """A fresh exchange for mechanism ``name`` (any case), or None if unknown.
+
+    ``hostname`` ends the CRAM-MD5 challenge; ``urandom`` and ``clock`` feed
+    its random part and time stamp (S-507) and are parameters for tests.
+    Whether a mechanism is advertised (CRAM-MD5 only while every user has a
+    credential, S-202) is the caller's decision.
+    """
+    if not name.isascii():
+        return None
+    wanted = name.upper()
+    if wanted == "PLAIN":
+        return PlainMechanism()
+    if wanted == "LOGIN":
+        return LoginMechanism()
+    if wanted == "CRAM-MD5":
+        return CramMD5Mechanism(hostname, urandom=urandom, clock=clock)
+    return None
+
+
+__all__ = [
+    "MECHANISMS",
+    "AuthResult",
+    "Challenge",
+    "CramMD5Mechanism",
+    "CredentialCache",
+    "Credentials",
+    "Failure",
+    "LoginMechanism",
+    "Mechanism",
+    "PlainMechanism",
+    "Step",
+    "Throttle",
+    "User",
+    "UserDB",
+    "UserDBError",
+    "add_user",
+    "add_users",
+    "check_sender",
+    "client_key",
+    "delete_user",
+    "format_user",
+    "hash_password",
+    "load",
+    "name_problem",
+    "new_mechanism",
+    "nondefault_params",
+    "parse",
+    "replace_user",
+    "verify",
+    "warm_up",
+]

@@ -1,0 +1,94 @@
+"""Every bound of the ``sasl`` package, each named with its source.
+
+This module owns numbers only: no code of the package writes a bare limit
+elsewhere (STYLE.md "What msa takes" 5). It imports nothing.
+"""
+
+from __future__ import annotations
+
+# --- names and passwords ----------------------------------------------------
+
+#: Octets in a user name (authcid) and in an authorization identity
+#: (SPEC.md S-505, S-509; RFC 4616 §2 allows up to 255 octets).
+MAX_USERNAME_OCTETS = 255
+
+#: Octets in a password sent with PLAIN or LOGIN (SPEC.md S-505, RFC 4616 §2).
+MAX_PASSWORD_OCTETS = 255
+
+# --- CRAM-MD5 (RFC 2195, SPEC.md S-507, S-508) -------------------------------
+
+#: Random bits in a CRAM-MD5 challenge (SPEC.md S-507).
+CRAM_CHALLENGE_RANDOM_OCTETS = 8
+
+#: Hex digits of a client's CRAM-MD5 digest: one MD5 value (RFC 2195 §2).
+CRAM_DIGEST_HEX_DIGITS = 32
+
+#: Hex digits of a stored CRAM-MD5 credential: two MD5 states of four
+#: 32-bit words each (Dovecot's ``{CRAM-MD5}`` form, SPEC.md S-508).
+CRAM_CREDENTIAL_HEX_DIGITS = 64
+
+#: HMAC block size for MD5 (RFC 2104 §2): longer keys are hashed first.
+HMAC_MD5_BLOCK_OCTETS = 64
+
+# --- argon2id hashes in users.db (SPEC.md S-1013, RFC 9106 §3.1) ------------
+
+#: Memory cost in KiB above which a stored hash is refused: 256 MiB, since a
+#: verify allocates what the hash names and argon2 slots multiply it.
+ARGON2_MAX_MEMORY_KIB = 262_144
+
+#: Time cost (passes) above which a stored hash is refused (S-1013).
+ARGON2_MAX_TIME_COST = 10
+
+#: Parallelism (lanes) above which a stored hash is refused (S-1013).
+ARGON2_MAX_PARALLELISM = 8
+
+#: RFC 9106 §3.1: memory must be at least 8 KiB per lane.
+ARGON2_MIN_MEMORY_KIB_PER_LANE = 8
+
+#: RFC 9106 §3.1: salt at least 8 octets; tag at least 4 octets.
+ARGON2_MIN_SALT_OCTETS = 8
+ARGON2_MIN_HASH_OCTETS = 4
+
+#: Upper bounds on salt and tag, so that one line cannot ask for a huge
+#: output (argon2-cffi writes 16 and 32 octets; Dovecot the same).
+ARGON2_MAX_SALT_OCTETS = 1024
+ARGON2_MAX_HASH_OCTETS = 1024
+
+# --- permitted senders (SPEC.md S-206, S-603) -------------------------------
+
+#: Octets of a local part and of a domain (RFC 5321 §4.5.3.1.1, §4.5.3.1.2).
+MAX_LOCAL_PART_OCTETS = 64
+MAX_DOMAIN_OCTETS = 255
+
+#: Octets of one DNS label (RFC 1035 §2.3.4).
+MAX_LABEL_OCTETS = 63
+
+# --- failure delays (SPEC.md S-511) -----------------------------------------
+
+#: Delay after the first failure; it doubles with each further one.
+THROTTLE_FIRST_DELAY_SECONDS = 1.0
+
+#: The delay never exceeds this.
+THROTTLE_MAX_DELAY_SECONDS = 30.0
+
+#: A client address is forgotten this long after its last failure.
+THROTTLE_FORGET_SECONDS = 15 * 60
+
+#: Failure counts stop growing here (2**5 = 32 > 30 already): keeps the
+#: arithmetic small however long an attack runs.
+THROTTLE_MAX_COUNTED_FAILURES = 16
+
+# --- tables held in memory (DESIGN.md "Bounded, and the unknown refused") ---
+
+#: Entries in the failure-delay table; the oldest is dropped beyond it.
+THROTTLE_MAX_ENTRIES = 10_000
+
+#: Entries in the verified-credential cache (S-512); the oldest is dropped.
+CACHE_MAX_ENTRIES = 10_000
+
+#: Octets of the per-process BLAKE2b key of the credential cache (S-512);
+#: BLAKE2b accepts keys up to 64 octets (RFC 7693 §2.1).
+CACHE_KEY_OCTETS = 32
+
+#: IPv6 clients are counted by their /64 network (SPEC.md S-109, S-511).
+IPV6_CLIENT_PREFIX = 64

@@ -1,0 +1,396 @@
+"""The users database, ``users.db`` (CONTRACT.md "The users database").
+
+This module owns the file format (``NAME:HASH:CRAM:SENDERS`` lines and ``#``
+comments, documented in users.db.example), its parsing with ``PATH:LINE:
+why`` problems, what a valid user name (S-509), CRAM-MD5 credential (S-508)
+and permitted sender (S-603) are, the sender policy ``may_send_as``, and
+the text edits of ``msa.py user``, which keep every other line byte for
+byte. It reads one file in ``load`` and writes none. What an acceptable
+argon2id hash is (S-1013) lives in ``verify``. Imports: the standard
+library, and ``idna`` lazily for non-ASCII domains (IDNA2008 with UTS #46,
+never Python's IDNA2003 codec, S-603).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from . import limits
+from .verify import argon2_problem, nondefault_params
+
+__all__ = [
+    "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user",
+    "format_user", "load", "name_problem", "nondefault_params", "parse", "replace_user",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One line of users.db; hashes are kept out of ``repr`` (S-903)."""
+
+    name: str  # lower-case (S-509)
+    argon2: str = field(repr=False)  # argon2id PHC string
+    cram: str | None = field(repr=False)  # 64 hex digits (S-508), or None
+    senders: tuple[str, ...]  # lower-cased, as written otherwise
+
+
+class UserDBError(Exception):
+    """A users database that cannot be used; ``problems`` are ``PATH:LINE: why``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+# --- user names (S-509) ------------------------------------------------------
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid user name (S-509), or None. Never echoes it."""
+    if not name:
+        return "empty user name"
+    try:
+        octets = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "user name is not valid UTF-8"
+    if octets > limits.MAX_USERNAME_OCTETS:
+        return "user name longer than 255 octets"
+    for ch in name:
+        if ch == ":":
+            return "user name contains ':'"
+        if ch.isspace():
+            return "user name contains a space"
+        if unicodedata.category(ch) == "Cc":
+            return "user name contains a control character"
+    return None
+
+
+def _cram_problem(cram: str) -> str | None:
+    if len(cram) != limits.CRAM_CREDENTIAL_HEX_DIGITS or not all(c in string.hexdigits for c in cram):
+        return "expected 64 hex digits (or nothing)"
+    return None
+
+
+# --- permitted senders (S-206, S-603) ----------------------------------------
+
+_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+_LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+def _unquote(local: str) -> str | None:
+    """The content of an RFC 5321 §4.1.2 Quoted-string, or None if malformed."""
+    if len(local) < 2 or local[0] != '"' or local[-1] != '"':
+        return None
+    out: list[str] = []
+    body = iter(local[1:-1])
+    for ch in body:
+        if ch == "\\":  # quoted-pairSMTP = "\" %d32-126
+            nxt = next(body, "")
+            if not " " <= nxt <= "~":
+                return None
+            out.append(nxt)
+        elif ch == '"' or ord(ch) < 32 or ord(ch) == 127:
+            return None
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _local_key(local: str) -> str | None:
+    """Comparison form of a local part: unquoted, lower-case (S-603)."""
+    if local.startswith('"'):
+        unquoted = _unquote(local)
+        return None if unquoted is None else unquoted.lower()
+    atoms = local.split(".")  # Dot-string; RFC 6531 §3.3 adds UTF-8 to atext
+    if not all(atom and all(ch in _ATEXT or ord(ch) > 127 for ch in atom) for atom in atoms):
+        return None
+    return local.lower()
+
+
+def _domain_key(domain: str) -> str | None:
+    """Comparison form of a domain: lower-case A-labels, or a literal (S-603)."""
+    if domain.startswith("["):
+        inner = domain[1:-1] if domain.endswith("]") else "%"
+        try:
+            if inner[:5].lower() == "ipv6:" and "%" not in inner:
+                return f"[ipv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+            return f"[{ipaddress.IPv4Address(inner)}]"
+        except ValueError:
+            return None
+    if not domain.isascii():
+        import idna  # IDNA2008 + UTS #46 non-transitional: straße.de stays itself
+
+        try:
+            domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+        except (ValueError, idna.IDNAError):
+            return None
+    domain = domain.lower()
+    if len(domain) > limits.MAX_DOMAIN_OCTETS:
+        return None
+    labels = domain.split(".")
+    if not all(len(label) <= limits.MAX_LABEL_OCTETS and _LDH_LABEL.fullmatch(label) for label in labels):
+        return None
+    return domain
+
+
+def _address_key(address: str) -> tuple[str, str] | None:
+    """``(local, domain)`` comparison forms; local is "" for ``@domain``."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return None
+    domain_key = _domain_key(domain)
+    if domain_key is None:
+        return None
+    if not local:
+        return "", domain_key
+    local_key = _local_key(local)
+    return None if local_key is None else (local_key, domain_key)
+
+
+def check_sender(address: str) -> str | None:
+    """Why ``address`` cannot be a permitted sender entry, or None."""
+    if not address:
+        return "empty sender address"
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "expected local@domain or @domain"
+    if len(local.encode("utf-8", "surrogatepass")) > limits.MAX_LOCAL_PART_OCTETS:
+        return "local part longer than 64 octets"
+    if local and _local_key(local) is None:
+        return "malformed local part"
+    if _domain_key(domain) is None:
+        return "malformed domain"
+    return None
+
+
+def _split_senders(text: str) -> list[str] | str:
+    """Comma-separated senders (commas in quotes or literals kept), or why not."""
+    items: list[str] = []
+    current: list[str] = []
+    quoted = escaped = bracket = False
+    for ch in text:
+        if quoted:
+            current.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+            continue
+        if ch == ":" and not bracket:
+            return "too many ':'-separated fields (expected NAME:HASH:CRAM:SENDERS)"
+        if ch == "," and not bracket:
+            items.append("".join(current).strip(" \t"))
+            current = []
+            continue
+        quoted = ch == '"'
+        bracket = (bracket or ch == "[") and ch != "]"
+        current.append(ch)
+    if quoted:
+        return "unterminated quoted local part in senders"
+    last = "".join(current).strip(" \t")
+    if last or items:
+        items.append(last)
+    return items
+
+
+# --- the database ------------------------------------------------------------
+
+
+class UserDB:
+    """An immutable set of users, in file order, looked up case-insensitively."""
+
+    __slots__ = ("_by_name", "_rules", "_users", "path")
+
+    def __init__(self, path: str, users: Iterable[User] = ()) -> None:
+        self.path = path
+        self._users = tuple(users)
+        self._by_name = {user.name.lower(): user for user in self._users}
+        self._rules: dict[str, tuple[frozenset[tuple[str, str]], frozenset[str]]] = {}
+        for user in self._users:
+            keys = [key for key in map(_address_key, user.senders) if key is not None]
+            self._rules[user.name.lower()] = (
+                frozenset(key for key in keys if key[0]),
+                frozenset(domain for local, domain in keys if not local),
+            )
+
+    def get(self, name: str) -> User | None:
+        return self._by_name.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_name
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __iter__(self) -> Iterator[User]:
+        return iter(self._users)
+
+    def __repr__(self) -> str:
+        return f"UserDB({self.path!r}, {len(self._users)} users)"
+
+    @property
+    def all_have_cram(self) -> bool:
+        """True when CRAM-MD5 may be advertised (S-202): users, all with one."""
+        return bool(self._users) and all(user.cram for user in self._users)
+
+    def may_send_as(self, user: str, address: str) -> bool:
+        """S-603: whether ``user`` may use ``address`` (not ``<>``: the caller's)."""
+        rules = self._rules.get(user.lower())
+        key = _address_key(address)
+        if rules is None or key is None or not key[0]:
+            return False
+        exact, domains = rules
+        local, domain = key
+        if domain in domains:
+            return True
+        return any(
+            domain == allowed_domain and (local == allowed or local.startswith(allowed + "+"))
+            for allowed, allowed_domain in exact
+        )
+
+
+def _parse_line(line: str) -> User | str:
+    fields = line.split(":", 3)
+    if len(fields) != 4:
+        return f"expected 4 ':'-separated fields NAME:HASH:CRAM:SENDERS, found {len(fields)}"
+    name, phc, cram, senders_text = (part.strip(" \t") for part in fields)
+    why = name_problem(name) or name_problem(name.lower())
+    if why:
+        return f"bad user name: {why}"
+    why = argon2_problem(phc)
+    if why:
+        return f"bad argon2 hash: {why}"
+    if cram and (why := _cram_problem(cram)):
+        return f"bad CRAM-MD5 credential: {why}"
+    senders = _split_senders(senders_text)
+    if isinstance(senders, str):
+        return senders
+    for sender in senders:
+        why = check_sender(sender)
+        if why:
+            return f"bad sender {sender!r}: {why}"
+    return User(name.lower(), phc, cram.lower() or None, tuple(s.lower() for s in senders))
+
+
+def _content(lines: list[str], index: int) -> str:
+    """A line as parsed: without a leading BOM (first line), blanks and CR."""
+    line = lines[index]
+    if index == 0 and line.startswith("\ufeff"):
+        line = line[1:]
+    return line.strip(" \t\r")
+
+
+def parse(text: str, path: str) -> UserDB:
+    """The database in ``text``; UserDBError lists every problem found."""
+    problems: list[str] = []
+    users: list[User] = []
+    first_line: dict[str, int] = {}
+    lines = text.split("\n")
+    for index in range(len(lines)):
+        line = _content(lines, index)
+        if not line or line.startswith("#"):
+            continue
+        result = _parse_line(line)
+        if isinstance(result, str):
+            problems.append(f"{path}:{index + 1}: {result}")
+        elif result.name in first_line:
+            where = first_line[result.name]
+            problems.append(f"{path}:{index + 1}: duplicate user {result.name} (first on line {where})")
+        else:
+            first_line[result.name] = index + 1
+            users.append(result)
+    if problems:
+        raise UserDBError(problems)
+    return UserDB(path, users)
+
+
+def load(path: str) -> UserDB:
+    """Read and parse ``path``; a missing file is an empty database."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return UserDB(path)
+    except OSError as error:
+        raise UserDBError([f"{path}: cannot read: {error.strerror or error}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserDBError([f"{path}:{line}: not valid UTF-8"]) from None
+    return parse(text, path)
+
+
+# --- edits for ``msa.py user`` (comments, blank lines and order kept) --------
+
+
+def format_user(user: User) -> str:
+    """The line for ``user``, without a line ending."""
+    return f"{user.name}:{user.argon2}:{user.cram or ''}:{','.join(user.senders)}"
+
+
+def _find(lines: list[str], name: str) -> int | None:
+    for index in range(len(lines)):
+        line = _content(lines, index)
+        if line and not line.startswith("#") and line.split(":", 1)[0].strip(" \t").lower() == name:
+            return index
+    return None
+
+
+def _checked(text: str, path: str) -> str:
+    parse(text, path)  # an edit never produces a database the loader refuses
+    return text
+
+
+def add_user(text: str, user: User, *, path: str = "users.db") -> str:
+    """``text`` with ``user`` appended; UserDBError if it exists or is invalid."""
+    return add_users(text, [user], path=path)
+
+
+def add_users(text: str, users: Iterable[User], *, path: str = "users.db") -> str:
+    """``text`` with ``users`` appended in order (one parse, for imports)."""
+    db = parse(text, path)
+    lines = text.split("\n")
+    problems = []
+    for user in users:
+        existing = _find(lines, user.name.lower()) if db.get(user.name) else None
+        if existing is not None:
+            problems.append(f"{path}:{existing + 1}: user {user.name} already exists")
+    if problems:
+        raise UserDBError(problems)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if text and not text.endswith("\n"):
+        text += newline
+    return _checked(text + "".join(format_user(user) + newline for user in users), path)
+
+
+def _locate(text: str, name: str, path: str) -> tuple[list[str], int]:
+    parse(text, path)
+    lines = text.split("\n")
+    index = _find(lines, name.lower())
+    if index is None:
+        raise UserDBError([f"{path}: no user {name}"])
+    return lines, index
+
+
+def replace_user(text: str, user: User, *, path: str = "users.db") -> str:
+    """``text`` with the line of ``user.name`` rewritten; the rest unchanged."""
+    lines, index = _locate(text, user.name, path)
+    old = lines[index]
+    bom = "\ufeff" if index == 0 and old.startswith("\ufeff") else ""
+    lines[index] = bom + format_user(user) + ("\r" if old.endswith("\r") else "")
+    return _checked("\n".join(lines), path)
+
+
+def delete_user(text: str, name: str, *, path: str = "users.db") -> str:
+    """``text`` without the line of user ``name``; the rest unchanged."""
+    lines, index = _locate(text, name, path)
+    del lines[index]
+    return _checked("\n".join(lines), path)

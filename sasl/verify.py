@@ -1,0 +1,204 @@
+"""Checking credentials against the users database (SPEC.md S-503, S-507, S-510).
+
+This module owns the argon2id verification of PLAIN and LOGIN passwords,
+what an acceptable stored argon2id hash is (PHC form, the S-1013 bounds),
+the CRAM-MD5 digest check against the stored contexts (S-508), and the
+dummy hash and dummy context that make an unknown user cost what a known
+one costs, per mechanism, so that timing tells nothing (S-510, S-1006).
+It does not wait, count failures or cache: the shell does that around it
+(``throttle``, ``cache``, argon2 slots; DESIGN.md). Every failure of any kind
+is ``AuthResult(ok=False)``; nothing here raises for a client's input.
+
+Imports: the standard library and argon2-cffi (lazily, so that importing
+``sasl`` does not need it; DESIGN.md "TLS and inetd mode").
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hmac
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import limits
+from .md5state import cram_md5_credential, cram_md5_digest
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+    from . import Credentials
+    from .userdb import UserDB
+
+__all__ = [
+    "AuthResult", "argon2_params", "argon2_problem", "hash_password", "nondefault_params", "verify",
+    "warm_up",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """Outcome of one check.
+
+    ``username`` is the lower-cased name when the user exists (right password
+    or not), None for an unknown user, so logs can print ``(unknown)`` and
+    never a password typed into the user field (S-902). ``temporary`` means
+    ``454 4.7.0`` (S-503); ``verify`` never sets it, the shell does.
+    """
+
+    ok: bool
+    username: str | None
+    temporary: bool = False
+
+
+@functools.lru_cache(maxsize=1)
+def _hasher() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()  # argon2-cffi defaults: RFC 9106 §4 second profile
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """An argon2id hash with the default parameters, of a random password.
+
+    An unknown user's PLAIN or LOGIN check verifies against it (S-510).
+    The stored one (of a random password, thrown away) saves inetd mode an
+    argon2 hash per session; it is used while its parameters are the
+    library's defaults, otherwise one is made once.
+    """
+    hasher = _hasher()
+    if argon2_params(_STORED_DUMMY) == (hasher.memory_cost, hasher.time_cost, hasher.parallelism):
+        return _STORED_DUMMY
+    return hasher.hash(os.urandom(32))
+
+
+_STORED_DUMMY = "$argon2id$v=19$m=65536,t=3,p=4$GZiwBTOHFuLVxssW0IFyxA$mbxHaXTOj1oivAXD93eNXTkUTIYhgq67O0W99p/dl40"
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_cram() -> str:
+    """A CRAM-MD5 credential of a random password, for S-510."""
+    return cram_md5_credential(os.urandom(32))
+
+
+def warm_up() -> None:
+    """Make the dummies now (at start), so that the first unknown user does
+    not cost one argon2 hash more than a known one (S-510)."""
+    _dummy_hash()
+    _dummy_cram()
+
+
+# --- argon2id PHC strings in users.db (S-1013, RFC 9106 §3.1) ---------------
+
+_PARAMS = re.compile(r"m=(0|[1-9][0-9]{0,9}),t=(0|[1-9][0-9]{0,9}),p=(0|[1-9][0-9]{0,9})")
+_B64 = re.compile(r"[A-Za-z0-9+/]+")
+
+
+def _b64_octets(text: str) -> int | None:
+    """Decoded length of unpadded standard base64 (as PHC strings use), or None."""
+    if not _B64.fullmatch(text) or len(text) % 4 == 1:
+        return None
+    return len(base64.b64decode(text + "=" * (-len(text) % 4)))
+
+
+def argon2_problem(phc: str) -> str | None:
+    """Why ``phc`` is not an acceptable argon2id hash, or None."""
+    if phc.startswith("{"):
+        return "remove the Dovecot scheme prefix (such as {ARGON2ID}) or use 'msa.py user import'"
+    parts = phc.split("$")
+    if len(parts) < 2 or parts[0] != "":
+        return "not a PHC string ($argon2id$v=19$m=...,t=...,p=...$SALT$HASH)"
+    if parts[1] != "argon2id":
+        return f"scheme {parts[1][:20]!r} is not argon2id"
+    if len(parts) != 6:
+        return "expected $argon2id$v=19$m=...,t=...,p=...$SALT$HASH"
+    if parts[2] != "v=19":
+        return "unsupported version (expected v=19)"
+    match = _PARAMS.fullmatch(parts[3])
+    if match is None:
+        return "malformed parameters (expected m=KIB,t=N,p=N)"
+    memory, time_cost, lanes = (int(group) for group in match.groups())
+    if memory > limits.ARGON2_MAX_MEMORY_KIB:
+        return f"memory cost {memory} KiB exceeds {limits.ARGON2_MAX_MEMORY_KIB}"
+    if time_cost > limits.ARGON2_MAX_TIME_COST:
+        return f"time cost {time_cost} exceeds {limits.ARGON2_MAX_TIME_COST}"
+    if lanes > limits.ARGON2_MAX_PARALLELISM:
+        return f"parallelism {lanes} exceeds {limits.ARGON2_MAX_PARALLELISM}"
+    if time_cost < 1 or lanes < 1:
+        return "time cost and parallelism must be at least 1"
+    if memory < limits.ARGON2_MIN_MEMORY_KIB_PER_LANE * lanes:
+        return f"memory cost {memory} KiB is below 8 KiB per lane"
+    salt = _b64_octets(parts[4])
+    if salt is None or not limits.ARGON2_MIN_SALT_OCTETS <= salt <= limits.ARGON2_MAX_SALT_OCTETS:
+        return "salt is not base64 of 8 to 1024 octets"
+    tag = _b64_octets(parts[5])
+    if tag is None or not limits.ARGON2_MIN_HASH_OCTETS <= tag <= limits.ARGON2_MAX_HASH_OCTETS:
+        return "hash is not base64 of 4 to 1024 octets"
+    return None
+
+
+def argon2_params(phc: str) -> tuple[int, int, int]:
+    """``(memory KiB, time cost, parallelism)`` of a hash that passed the check."""
+    parts = phc.split("$")
+    match = _PARAMS.fullmatch(parts[3]) if len(parts) == 6 else None
+    if match is None:
+        raise ValueError("not an argon2id PHC string")
+    memory, time_cost, lanes = (int(group) for group in match.groups())
+    return memory, time_cost, lanes
+
+
+def nondefault_params(db: UserDB) -> list[str]:
+    """Users whose hash parameters differ from argon2-cffi's defaults (S-510)."""
+    hasher = _hasher()
+    defaults = (hasher.memory_cost, hasher.time_cost, hasher.parallelism)
+    return [user.name for user in db if argon2_params(user.argon2) != defaults]
+
+
+# --- checks --------------------------------------------------------------------
+
+
+def hash_password(password: bytes) -> str:
+    """An argon2id PHC string with argon2-cffi's default parameters."""
+    return _hasher().hash(password)
+
+
+def _password_matches(phc: str, password: bytes) -> bool:
+    from argon2.exceptions import Argon2Error
+
+    try:
+        return _hasher().verify(phc, password)
+    except (Argon2Error, ValueError):
+        # VerifyMismatchError and VerificationError (Argon2Error), InvalidHash
+        # (a ValueError, as is a hash that is not ASCII): all just a "no".
+        return False
+
+
+def _digest_matches(credential: str, challenge: bytes, digest: str) -> bool:
+    expected = cram_md5_digest(credential, challenge).encode("ascii")
+    # S-507: constant-time comparison; the mechanism lower-cased the digest.
+    return hmac.compare_digest(expected, digest.lower().encode("utf-8", "replace"))
+
+
+def verify(users: UserDB, creds: Credentials) -> AuthResult:
+    """Check ``creds`` against ``users``; the cost does not depend on the user.
+
+    PLAIN and LOGIN: argon2 verify of the password against the user's hash,
+    or against the dummy hash for an unknown user. CRAM-MD5: the expected
+    digest from the user's stored contexts, or from the dummy context for an
+    unknown user or one without a CRAM-MD5 credential.
+    """
+    user = users.get(creds.username)
+    username = user.name if user is not None else None
+    if creds.mechanism in ("PLAIN", "LOGIN"):
+        phc = user.argon2 if user is not None else _dummy_hash()
+        matches = _password_matches(phc, creds.password or b"")
+        return AuthResult(ok=matches and user is not None, username=username)
+    if creds.mechanism == "CRAM-MD5":
+        has_cram = user is not None and user.cram is not None
+        credential = user.cram if user is not None and user.cram else _dummy_cram()
+        matches = _digest_matches(credential, creds.challenge or b"", creds.digest or "")
+        return AuthResult(ok=matches and has_cram, username=username)
+    return AuthResult(ok=False, username=username)
