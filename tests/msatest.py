@@ -329,3 +329,8 @@ def b64(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode()
     return base64.b64encode(data).decode()
+
+
+def stuff(data: bytes) -> bytes:
+    """Dot-stuff a CRLF message for DATA, as RFC 5321 §4.5.2 says."""
+    return re.sub(rb"(?m)^\.", b"..", data)
