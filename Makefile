@@ -48,7 +48,7 @@ run: $(VENV)/.ready demo-files
 	@echo "Send a test message from another terminal, for example:"
 	@echo "  swaks --server 127.0.0.1:$(DEMO_STARTTLS_PORT) --tls --tls-verify-off -au demo -ap 'correct horse battery' \\"
 	@echo "        --from demo@example.com --to you@example.net"
-	@echo "  $(PY) -c \"import smtplib,ssl; c=ssl._create_unverified_context(); s=smtplib.SMTP('127.0.0.1',$(DEMO_STARTTLS_PORT)); s.starttls(context=c); s.login('demo','correct horse battery'); s.sendmail('demo@example.com',['you@example.net'],b'Subject: hello\\r\\n\\r\\nhi\\r\\n'); s.quit()\""
+	@echo "  or see README.md for a Python smtplib one-liner."
 	@echo "Each message msa hands on appears in $(DEMO)/mail/. Stop with Ctrl-C."
 	@echo
 	$(PY) msa.py serve -c $(DEMO)/msa.conf

@@ -156,7 +156,8 @@ class Session:
                 self.sender = ev.sender
                 self.qid = self.sid if self._messages == 0 else new_id()
                 self._messages += 1
-                maillog.client(self.qid, self.client, self.method, conn.user)
+                if self.qid != self.sid or conn.user is None:  # else logged at AUTH
+                    maillog.client(self.qid, self.client, self.method, conn.user)
             elif isinstance(ev, Reset):
                 self._drop_spool()
             elif isinstance(ev, Refused):
