@@ -143,13 +143,13 @@ def write_config(directory: Path, certs: "Certs | None", **overrides: object) ->
 
 
 def start(directory: Path, certs: "Certs | None", *, conf: Path | None = None, env: dict | None = None,
-          preexec=None, **overrides: object) -> MsaProcess:
+          preexec=None, argv: list[str] | None = None, **overrides: object) -> MsaProcess:
     directory.mkdir(parents=True, exist_ok=True)
     conf = conf or write_config(directory, certs, **overrides)
     log_path = directory / "msa.log"
     logf = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, MSA, "serve", "-c", str(conf)],
+        [*(argv or [sys.executable, MSA]), "serve", "-c", str(conf)],
         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=directory,
         env={**os.environ, **(env or {})}, preexec_fn=preexec,
     )
