@@ -182,6 +182,8 @@ class Session:
                 pending.extend(conn.delivery_done(self._deliver(ev)))
             elif isinstance(ev, Close):
                 self._drop_spool()
+                if ev.reply is not None and ev.reply.code == 421 and ev.reason not in ("timeout", "shutdown"):
+                    maillog.reject(self.sid, "SESSION", self.client, str(ev.reply), None, None, conn.helo)
         self._flush()
 
     def _handshake(self, ctx: ssl.SSLContext, timeout: float) -> bool:
@@ -201,7 +203,7 @@ class Session:
         if ev.command in ("MAIL", "RCPT", "DATA") or ev.reply.code in (421, 530, 550):
             conn = self.conn
             rcpt = ev.argument if ev.command == "RCPT" else None
-            sender = self.sender if ev.command != "MAIL" else ev.argument
+            sender = self.sender if ev.command != "MAIL" else (ev.argument or None)
             maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None)
 
     # -- spool and hand-off -----------------------------------------------------------
