@@ -50,7 +50,10 @@ def run(cfg: Config, implicit_tls: bool) -> int:
     if implicit_tls and runtime.ssl_context is None:
         maillog.error("inetd --tls needs tls_cert and tls_key")
         return 1
-    ip, port = os.environ.get("TCPREMOTEIP", "unknown"), None
+    # Where the client is when fd 0 is not its TCP socket: ucspi-tcp's
+    # tcpserver, systemd's Accept=yes, socat's EXEC.
+    ip = next((os.environ[k] for k in ("TCPREMOTEIP", "REMOTE_ADDR", "SOCAT_PEERADDR") if os.environ.get(k)), "unknown")
+    port = None
     if stdin_socket:
         sock = socket.socket(fileno=os.dup(0))
         try:
@@ -65,8 +68,9 @@ def run(cfg: Config, implicit_tls: bool) -> int:
             print("msa: inetd --tls needs a socket on standard input", file=sys.stderr)
             return 2
         transport = PipeTransport(0, 1)
-    if port is None and os.environ.get("TCPREMOTEPORT", "").isdigit():
-        port = int(os.environ["TCPREMOTEPORT"])
+    for key in ("TCPREMOTEPORT", "REMOTE_PORT", "SOCAT_PEERPORT"):
+        if port is None and os.environ.get(key, "").isdigit():
+            port = int(os.environ[key])
     server = Server(runtime)
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
     Session(server, transport, ip, port, implicit_tls).run()

@@ -19,7 +19,7 @@ import sasl
 
 from . import maillog, spool, tls
 from .auth import Authenticator
-from .config import Config
+from .config import Config, Listen
 from .listener import Listener
 from .runtime import Runtime, Server
 
@@ -84,17 +84,37 @@ def _users_stamp(path: str) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _systemd_sockets() -> list[socket.socket]:
-    """Sockets passed by systemd socket activation (sd_listen_fds)."""
+def _systemd_sockets() -> list[tuple[socket.socket, str]]:
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)), with
+    their FileDescriptorName ("" when unnamed)."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return []
     try:
         n = int(os.environ.get("LISTEN_FDS", "0"))
     except ValueError:
         return []
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
-    return [socket.socket(fileno=3 + i) for i in range(n)]
+    out = []
+    for i in range(n):
+        sock = socket.socket(fileno=3 + i)
+        os.set_inheritable(sock.fileno(), False)
+        out.append((sock, names[i] if i < len(names) else ""))
+    return out
+
+
+def _adopted_entry(cfg: Config, sock: socket.socket, name: str) -> Listen:
+    """The mode of an adopted socket: its name (tls, submissions, 465 →
+    implicit TLS; anything else → STARTTLS), else the `listen` entry with
+    its port, else STARTTLS."""
+    host, port = sock.getsockname()[:2]
+    if name:
+        mode = "tls" if name.lower() in ("tls", "submissions", "smtps", "465") else "starttls"
+    else:
+        entry = next((e for e in cfg.listen if e.port == port), None)
+        mode = entry.mode if entry else "starttls"
+    return Listen(host, port, mode)
 
 
 def _notify(state: str) -> None:
@@ -154,14 +174,12 @@ def serve(cfg: Config) -> int:
     try:
         adopted = _systemd_sockets()
         if adopted:
-            tls_ports = {e.port for e in cfg.listen if e.mode == "tls"}
-            for sock in adopted:
-                port = sock.getsockname()[1]
-                mode = "tls" if port in tls_ports else "starttls"
-                entry = next((e for e in cfg.listen if e.port == port), None)
-                from .config import Listen
-
-                listeners.append(Listener(server, entry or Listen(sock.getsockname()[0], port, mode), sock))
+            for sock, name in adopted:
+                entry = _adopted_entry(cfg, sock, name)
+                if entry.mode == "tls" and runtime.ssl_context is None:
+                    print(f"{cfg.path}: socket {name or entry.port} is for implicit TLS but tls_cert/tls_key are not set", file=sys.stderr)
+                    return 1
+                listeners.append(Listener(server, entry, sock))
         else:
             for entry in cfg.listen:
                 listeners.append(Listener(server, entry))
