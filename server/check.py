@@ -98,8 +98,12 @@ def _check_mta(cfg: config_mod.Config, sendmail: str, warnings: list[str]) -> No
     postconf = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if postconf is None or "postfix" not in real and not os.path.exists("/etc/postfix/main.cf"):
         return
+    args = [postconf]
+    words = list(cfg.sendmail)
+    if "-C" in words[:-1]:  # a private Postfix instance: ask that one
+        args += ["-c", words[words.index("-C") + 1]]
     try:
-        out = subprocess.run([postconf, "-h", "message_size_limit"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([*args, "-h", "message_size_limit"], capture_output=True, text=True, timeout=10)
         limit = int(out.stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         return

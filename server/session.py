@@ -68,7 +68,6 @@ class Session:
         self.sender: str | None = None
         self.method: str | None = None
         self.tls_info: tuple[str, str] | None = None
-        self.busy = False  # a hand-off or handshake in progress
         self._messages = 0
 
     # -- the loop -------------------------------------------------------------------
@@ -179,7 +178,11 @@ class Session:
                 pending.extend(conn.auth_done(result))
             elif isinstance(ev, DataEnd):
                 self._flush()
-                pending.extend(conn.delivery_done(self._deliver(ev)))
+                reply = self._deliver(ev)
+                if reply.code == 250 and self.transport.peer_closed():  # S-308: RFC 1047's duplicate
+                    maillog.warning(f"{self.qid}: client {self.client} left after the final dot; "
+                                    "the message was handed on and may be sent again")
+                pending.extend(conn.delivery_done(reply))
             elif isinstance(ev, Close):
                 self._drop_spool()
                 if ev.reply is not None and ev.reply.code == 421 and ev.reason not in ("timeout", "shutdown"):
@@ -187,14 +190,11 @@ class Session:
         self._flush()
 
     def _handshake(self, ctx: ssl.SSLContext, timeout: float) -> bool:
-        self.busy = True
         try:
             sock = self.transport.start_tls(ctx, timeout)
         except (OSError, ssl.SSLError, ValueError) as e:
             maillog.tls_failed(self.sid, self.client, str(e) or type(e).__name__)
             return False
-        finally:
-            self.busy = False
         self.tls_info = tls.describe(sock)
         maillog.tls_established(self.sid, self.client, *self.tls_info)
         return True
@@ -230,7 +230,6 @@ class Session:
                 why = spool.reason if spool is not None else "cannot create spool file"
                 maillog.warning(f"{qid}: spool: {why}")
                 return R.NO_STORAGE
-            self.busy = True
             runtime = self.server.runtime
             cfg = runtime.config
             header, offset, refusal = self._prepare(spool, ev)
@@ -246,7 +245,6 @@ class Session:
                 return R.queued(qid)
             return result.reply
         finally:
-            self.busy = False
             self._drop_spool()
 
     def _prepare(self, spool: SpoolFile, ev: DataEnd) -> tuple[bytes, int, R.Reply | None]:

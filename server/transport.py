@@ -71,6 +71,12 @@ class SocketTransport:
         self.tls = tls
         return tls
 
+    def peer_closed(self) -> bool:
+        """Has the client closed its side (Linux POLLRDHUP)? No read needed."""
+        poller = select.poll()
+        poller.register((self.tls or self.sock).fileno(), getattr(select, "POLLRDHUP", 0x2000) | select.POLLHUP)
+        return bool(poller.poll(0))
+
     def shutdown(self, how: int) -> None:
         """From another thread: make a blocked read return (drain, S-110).
         The base class method, so the TLS object is left alone."""
@@ -119,6 +125,9 @@ class PipeTransport:
 
     def shutdown(self, how: int) -> None:
         pass
+
+    def peer_closed(self) -> bool:
+        return False
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):

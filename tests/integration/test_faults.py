@@ -244,3 +244,14 @@ def test_spool_disk_full_gives_452(tmp_path, certs):  # S-307
         assert w.reply()[0] == 250
     finally:
         m.stop()
+
+
+def test_client_leaving_after_the_final_dot_does_not_stop_the_hand_off(msa):  # S-308
+    msa.outbox.set("delay", 1)
+    w = _start_transaction(msa)
+    w.send(HDR + b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    time.sleep(0.2)
+    w.sock.close()
+    msa.wait_log(r"left after the final dot; the message was handed on and may be sent again")
+    assert len(msa.outbox.messages()) == 1
+    assert msa.spool_files() == []
