@@ -257,7 +257,7 @@ class Connection:
         self.state = State.CLOSED
         self._tx = None
         self._decoder = None
-        return [Close(reason)]
+        return [Close(reason, reply)]
 
     def _reset(self, events: list[Event], reason: str) -> None:
         if self._tx is not None:

@@ -82,6 +82,7 @@ class DataEnd:
 @dataclass(frozen=True, slots=True)
 class Close:
     reason: str
+    reply: Any = None  # the last reply sent (421, 221), None if the client left
 
 
 Event = (
