@@ -56,10 +56,11 @@ MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5"]
 MODES = ["starttls", "tls"]
 
 
-def needs(program: str, package: str | None = None) -> pytest.MarkDecorator:
-    """Skip, before msa is even started, only when the client is missing."""
+def needs(program: str) -> pytest.MarkDecorator:
+    """Skip, before msa is even started, only when the client is missing
+    (the Debian package has the program's name)."""
     return pytest.mark.skipif(shutil.which(program) is None,
-                              reason=f"{program} is not installed (CI installs the {package or program} package)")
+                              reason=f"{program} is not installed (CI installs the {program} package)")
 
 
 needs_swaks = needs("swaks")
@@ -125,7 +126,8 @@ def check_delivery(m: msatest.MsaProcess, p: subprocess.CompletedProcess, *, mec
     if data is not None:
         assert strip_received(d.data) == data  # S-302, S-704, S-708: byte for byte
     # README "Logs": the mechanism the client really chose.
-    m.wait_log(rf"client=unknown\[127\.0\.0\.1\]:\d+, sasl_method={re.escape(mechanism)}, sasl_username={USER}\n")
+    m.wait_log(rf"client=unknown\[127\.0\.0\.1\]:\d+, "
+               rf"sasl_method={re.escape(mechanism)}, sasl_username={USER}\n")
     return d
 
 
