@@ -57,8 +57,11 @@ run: $(VENV)/.ready demo-files
 test: $(VENV)/.ready
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q tests
 
+# Long property-based runs of the parsers and state machines; prints how many
+# examples each target ran (hypothesis statistics).
 fuzz: $(VENV)/.ready
-	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/property -p no:randomly -s
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/property \
+	  --hypothesis-show-statistics
 
 lint: $(VENV)/.ready
 	$(PY) -m pip install --quiet ruff
