@@ -96,12 +96,13 @@ def _check_mta(cfg: config_mod.Config, sendmail: str, warnings: list[str]) -> No
         warnings.append(f"{cfg.where('sendmail')}: Exim ignores -f unless msa's user is in trusted_users (see README)")
         return
     postconf = shutil.which("postconf", path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if postconf is None or "postfix" not in real and not os.path.exists("/etc/postfix/main.cf"):
-        return
-    args = [postconf]
     words = list(cfg.sendmail)
-    if "-C" in words[:-1]:  # a private Postfix instance: ask that one
-        args += ["-c", words[words.index("-C") + 1]]
+    private = words[words.index("-C") + 1] if "-C" in words[:-1] else None
+    config_dir = private or "/etc/postfix"
+    is_postfix = "postfix" in real or os.path.exists(os.path.join(config_dir, "main.cf"))
+    if postconf is None or not is_postfix:
+        return
+    args = [postconf, "-c", config_dir] if private else [postconf]
     try:
         out = subprocess.run([*args, "-h", "message_size_limit"], capture_output=True, text=True, timeout=10)
         limit = int(out.stdout.strip())
