@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import sasl
 from sasl import AuthResult, CredentialCache, Failure, Throttle, client_key

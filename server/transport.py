@@ -51,7 +51,7 @@ class SocketTransport:
         sock.settimeout(timeout)
         try:
             return sock.recv(size)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise Timeout() from None
         except ssl.SSLError:
             return b""  # a broken TLS stream is a lost connection

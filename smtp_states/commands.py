@@ -14,8 +14,8 @@ from . import replies as R
 from .limits import MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH
 from .replies import Reply
 
-# Controls other than HTAB, and DEL, are never valid in a command (S-101).
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Controls (HTAB included) and DEL are never valid in a command (S-101).
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"CONNECT ", b"OPTIONS ")
 
 # RFC 5321 §4.1.2 / RFC 5322 §3.2.3 atext; RFC 6531 adds UTF8-non-ascii.
@@ -43,6 +43,16 @@ def split_line(line: bytes) -> bytes:
 def has_bad_character(text: bytes) -> bool:
     """S-101: a CR, NUL or other control inside a command line."""
     return _CONTROL.search(text) is not None
+
+
+def eight_bit_outside_path(text: bytes) -> bool:
+    """S-103: in MAIL and RCPT, octets above 0x7F only inside `<...>`."""
+    if text.isascii():
+        return False
+    lt, gt = text.find(b"<"), text.rfind(b">")
+    if 0 <= lt < gt:
+        return not (text[:lt].isascii() and text[gt + 1 :].isascii())
+    return True
 
 
 def is_http(text: bytes) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from sasl import Challenge, Failure
 
@@ -134,6 +135,8 @@ class Connection:
         if not data:
             self.state = State.CLOSED
             return [Close("lost")]
+        if self._paused is StartTls:
+            return []  # S-401: nothing sent before the handshake is a command
         if self._paused is not None:
             self._in += data
             return []
@@ -277,7 +280,9 @@ class Connection:
         key = verb.lower() if verb in _HANDLERS or verb in NOT_IMPLEMENTED else "unknown"
         self.counts[key] = self.counts.get(key, 0) + 1
         self.counts["commands"] = self.counts.get("commands", 0) + 1
-        if C.has_bad_character(text) or (verb not in ("MAIL", "RCPT") and not text.isascii()):
+        if C.has_bad_character(text) or (
+            not text.isascii() if verb not in ("MAIL", "RCPT") else C.eight_bit_outside_path(text)
+        ):
             self._reply(R.INVALID_CHARACTER, events, verb)  # S-101, S-103
             return
         handler = _HANDLERS.get(verb)

@@ -34,7 +34,7 @@ class DataError(Enum):
 
 
 class DataDecoder:
-    __slots__ = ("_carry", "_skip", "_last_in", "_last_out", "size", "error", "max_size", "done")
+    __slots__ = ("_carry", "_skip", "_last_in", "_last_out", "size", "max_size", "done", "_bare_cr", "_nul")
 
     def __init__(self, max_size: int) -> None:
         self._carry = b"\r\n"  # virtual: the DATA command's own line ending
@@ -42,9 +42,22 @@ class DataDecoder:
         self._last_in = 0  # the input byte just before _carry
         self._last_out = 0x0A  # last byte stored, for bare LF at a chunk edge
         self.size = 0
-        self.error: DataError | None = None
         self.max_size = max_size
         self.done = False
+        self._bare_cr = False
+        self._nul = False
+
+    @property
+    def error(self) -> DataError | None:
+        """The verdict, by a fixed priority so that it never depends on how
+        the client's bytes were split: bare CR, then NUL, then size."""
+        if self._bare_cr:
+            return DataError.BARE_CR
+        if self._nul:
+            return DataError.NUL
+        if self.size > self.max_size:
+            return DataError.TOO_BIG
+        return None
 
     def feed(self, data: bytes) -> tuple[bytes, int | None]:
         """Decode `data`; return (decoded bytes, consumed).
@@ -92,20 +105,17 @@ class DataDecoder:
             pieces.append(buf[seg:limit])
         region_end = limit
 
-        if self.error is None:
-            # S-305: every CR in the decided region must start a CRLF.
-            if buf.count(b"\r", 0, region_end) != buf.count(b"\r\n", 0, region_end + 1):
-                self.error = DataError.BARE_CR
-            elif buf.find(b"\x00", 0, region_end) != -1:
-                self.error = DataError.NUL  # S-306
+        # Every fault is looked for in every chunk, stored or not (S-304..S-306).
+        if not self._bare_cr and buf.count(b"\r", 0, region_end) != buf.count(b"\r\n", 0, region_end + 1):
+            self._bare_cr = True  # S-305: a CR that does not start a CRLF
+        if not self._nul and buf.find(b"\x00", 0, region_end) != -1:
+            self._nul = True  # S-306
         out = b"".join(pieces) if len(pieces) != 1 else pieces[0]
-        if self.error is None and out:
+        if out:
             out = self._normalise(out)
-            self.size += len(out)
-            if self.size > self.max_size:
-                self.error = DataError.TOO_BIG  # S-304
+            self.size += len(out)  # S-304: counted after unstuffing
         if self.error is not None:
-            out = b""
+            out = b""  # nothing more is stored
 
         if end_at is not None:
             self.done = True

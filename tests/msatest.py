@@ -119,7 +119,7 @@ class MsaProcess:
             f.write("5")
 
 
-def write_config(directory: Path, certs: "Certs | None", **overrides: object) -> Path:
+def write_config(directory: Path, certs: Certs | None, **overrides: object) -> Path:
     outbox = directory / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
     values: dict[str, object] = {
@@ -142,7 +142,7 @@ def write_config(directory: Path, certs: "Certs | None", **overrides: object) ->
     return conf
 
 
-def start(directory: Path, certs: "Certs | None", *, conf: Path | None = None, env: dict | None = None,
+def start(directory: Path, certs: Certs | None, *, conf: Path | None = None, env: dict | None = None,
           preexec=None, argv: list[str] | None = None, **overrides: object) -> MsaProcess:
     directory.mkdir(parents=True, exist_ok=True)
     conf = conf or write_config(directory, certs, **overrides)
@@ -198,7 +198,7 @@ class Wire:
 
     @classmethod
     def connect(cls, port: int, host: str = "127.0.0.1", tls_ctx: ssl.SSLContext | None = None,
-                timeout: float = 10, source: str | None = None) -> "Wire":
+                timeout: float = 10, source: str | None = None) -> Wire:
         s = socket.create_connection((host, port), timeout=timeout,
                                      source_address=(source, 0) if source else None)
         if tls_ctx is not None:
@@ -253,7 +253,7 @@ class Wire:
                 self.buf += chunk
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def starttls(self, ctx: ssl.SSLContext) -> None:

@@ -19,7 +19,7 @@ def test_idle_connections_up_to_the_limit_then_421_never_a_hang(start_msa):  # S
     m = start_msa(max_connections=1000, max_connections_per_ip=1000, timeout=60)
     before = m.rss_kib()
     idle = []
-    for i in range(999):
+    for _ in range(999):
         s = socket.create_connection(("127.0.0.1", m.ports["starttls"]), timeout=20)
         idle.append(s)
     for s in idle:

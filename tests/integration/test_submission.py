@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import smtplib
-import socket
 
 import pytest
 
-import msatest
 from msatest import HDR, MESSAGE, Wire, smtp, strip_received
 
 

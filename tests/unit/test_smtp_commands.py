@@ -35,7 +35,9 @@ def rcpt(raw: bytes | str, *, utf8: bool = False, bare: bool = False) -> Path | 
 # =============================================================================
 
 
-@pytest.mark.parametrize(("line", "text"), [(b"NOOP\r\n", b"NOOP"), (b"NOOP\n", b"NOOP"), (b"NOOP\r\r\n", b"NOOP\r")])
+@pytest.mark.parametrize(
+    ("line", "text"), [(b"NOOP\r\n", b"NOOP"), (b"NOOP\n", b"NOOP"), (b"NOOP\r\r\n", b"NOOP\r")]
+)
 def test_split_line_strips_one_ending(line, text):  # S-101
     assert split_line(line) == text
 
@@ -69,7 +71,9 @@ def test_non_ascii_verb_is_never_a_known_verb():  # S-103
     assert verb not in ("MAIL", "MÄIL")
 
 
-@pytest.mark.parametrize("text", [b"GET / HTTP/1.1", b"post /x", b"PUT a", b"HEAD /", b"CONNECT h:443 HTTP/1.1", b"OPTIONS *"])
+@pytest.mark.parametrize(
+    "text", [b"GET / HTTP/1.1", b"post /x", b"PUT a", b"HEAD /", b"CONNECT h:443 HTTP/1.1", b"OPTIONS *"]
+)
 def test_http_methods_are_recognised(text):  # S-107
     assert is_http(text)
 
@@ -90,7 +94,11 @@ def test_other_lines_are_not_http(text):  # S-107
         (b"FROM:<a@example.com>", b"FROM:", (b"<a@example.com>", [])),
         (b"from:<a@example.com>", b"FROM:", (b"<a@example.com>", [])),
         (b"FROM: <a@example.com>", b"FROM:", (b"<a@example.com>", [])),
-        (b"FROM:   <a@example.com>  SIZE=1   BODY=7BIT ", b"FROM:", (b"<a@example.com>", [b"SIZE=1", b"BODY=7BIT"])),
+        (
+            b"FROM:   <a@example.com>  SIZE=1   BODY=7BIT ",
+            b"FROM:",
+            (b"<a@example.com>", [b"SIZE=1", b"BODY=7BIT"]),
+        ),
         (b"FROM:<>", b"FROM:", (b"<>", [])),
         (b"FROM:<> SMTPUTF8", b"FROM:", (b"<>", [b"SMTPUTF8"])),
         (b"TO:<b@example.org>", b"TO:", (b"<b@example.org>", [])),
@@ -156,7 +164,13 @@ def test_null_path_not_at_rcpt():  # S-206
 def test_valid_paths(raw, address, local, domain, literal):  # S-206
     path = mail(raw)
     assert isinstance(path, Path)
-    assert (path.address, path.local, path.domain, path.literal, path.utf8) == (address, local, domain, literal, False)
+    assert (path.address, path.local, path.domain, path.literal, path.utf8) == (
+        address,
+        local,
+        domain,
+        literal,
+        False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -360,7 +374,15 @@ def test_repeated_or_malformed_parameters(items):  # S-204
 
 @pytest.mark.parametrize(
     "item",
-    [b"RET=FULL", b"RET=HDRS", b"ENVID=QQ314159", b"NOTIFY=NEVER", b"ORCPT=rfc822;a@example.com", b"XVERP", b"MT-PRIORITY=1"],
+    [
+        b"RET=FULL",
+        b"RET=HDRS",
+        b"ENVID=QQ314159",
+        b"NOTIFY=NEVER",
+        b"ORCPT=rfc822;a@example.com",
+        b"XVERP",
+        b"MT-PRIORITY=1",
+    ],
 )
 def test_unsupported_parameters(item):  # S-202, S-204
     assert params(item) == R.UNSUPPORTED_PARAMETER

@@ -174,7 +174,10 @@ def test_ok_replies_differ_by_enhanced_code():  # S-203, S-204, S-205
         (R.AUTH_OK, b"235 2.7.0 Authentication successful\r\n"),  # S-503
         (R.AUTH_INVALID, b"535 5.7.8 Authentication credentials invalid\r\n"),
         (R.AUTH_TEMPFAIL, b"454 4.7.0 Temporary authentication failure\r\n"),
-        (R.AUTH_NEEDS_TLS, b"504 5.5.4 Encryption required for requested authentication mechanism\r\n"),  # S-501
+        (
+            R.AUTH_NEEDS_TLS,
+            b"504 5.5.4 Encryption required for requested authentication mechanism\r\n",
+        ),  # S-501
         (R.AUTH_UNKNOWN_MECHANISM, b"504 5.5.4 Unrecognized authentication type\r\n"),
         (R.AUTH_CANCELLED, b"501 5.0.0 Authentication cancelled\r\n"),  # S-502
         (R.AUTH_BAD_BASE64, b"501 5.5.2 Cannot decode response\r\n"),
@@ -183,8 +186,14 @@ def test_ok_replies_differ_by_enhanced_code():  # S-203, S-204, S-205
         (R.NO_FROM_HEADER, b"554 5.6.0 Message has no From: header\r\n"),  # S-705
         (R.HEADER_TOO_LARGE, b"552 5.3.4 Message header too large\r\n"),  # S-703
         (R.queued("ABC"), b"250 2.0.0 Ok: queued as ABC\r\n"),  # S-309
-        (R.sender_not_owned("m@example.com", "alice"), b"550 5.7.1 Sender address <m@example.com> not owned by user alice\r\n"),
-        (R.from_not_owned("m@example.com", "alice"), b"550 5.7.1 From: address <m@example.com> not owned by user alice\r\n"),
+        (
+            R.sender_not_owned("m@example.com", "alice"),
+            b"550 5.7.1 Sender address <m@example.com> not owned by user alice\r\n",
+        ),
+        (
+            R.from_not_owned("m@example.com", "alice"),
+            b"550 5.7.1 From: address <m@example.com> not owned by user alice\r\n",
+        ),
         (R.too_many_errors(HOST), b"421 4.7.0 msa.test Error: too many errors\r\n"),  # S-106
         (R.too_many_auth_failures(HOST), b"421 4.7.0 msa.test Error: too many failed authentications\r\n"),
         (R.not_smtp(HOST), b"421 4.7.0 msa.test Not an SMTP client\r\n"),  # S-107
@@ -195,7 +204,10 @@ def test_ok_replies_differ_by_enhanced_code():  # S-203, S-204, S-205
             R.HANDOFF_TEMPFAIL,
             b"451 4.3.0 Temporary failure handing the message on; try again later\r\n",
         ),  # S-803
-        (R.sendmail_rejected(550, "5.1.1", 67), b"550 5.1.1 Rejected by the mail system (sendmail exit 67)\r\n"),
+        (
+            R.sendmail_rejected(550, "5.1.1", 67),
+            b"550 5.1.1 Rejected by the mail system (sendmail exit 67)\r\n",
+        ),
     ],
 )
 def test_texts_follow_the_spec(reply, wire):  # SPEC.md, word for word
