@@ -14,7 +14,7 @@ import socket
 import socketserver
 import ssl
 import threading
-import traceback
+import sys
 from typing import Any
 
 from smtp_states import replies as R
@@ -85,16 +85,20 @@ class Listener(socketserver.ThreadingTCPServer):
             pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        lines = traceback.format_exc().strip().splitlines()
-        maillog.error(f"session from {client_address[0]}: internal error: {lines[-1] if lines else '?'}")
-        for line in lines:
-            maillog.log.debug("%s", line)
+        """One log line instead of socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            maillog.internal_error("listener", str(client_address[0]), exc)
 
     def _refuse(self, request: socket.socket) -> None:
         """S-109: 421 and close, without blocking the accept thread."""
         host = self.msa.runtime.config.hostname
         reply = R.too_many_connections(host).to_bytes()
-        maillog.warning(f"too many connections from {client_ip(request.getpeername()[0]) if request else '?'}")
+        try:
+            peer = client_ip(request.getpeername()[0])
+        except OSError:
+            peer = "?"
+        maillog.warning(f"too many connections from {peer}")
         if not self.implicit_tls:
             try:
                 request.setblocking(False)

@@ -88,6 +88,15 @@ def error(text: str) -> None:
     log.error("error: %s", text)
 
 
+def internal_error(sid: str, client: str, exc: BaseException) -> None:
+    """A bug reached a thread boundary: one line, with where it happened."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    log.error("%s: error: internal error with %s: %s: %s%s", sid, client, type(exc).__name__, esc(str(exc)), where)
+
+
 def connect(sid: str, client: str) -> None:
     log.info("%s: connect from %s", sid, client)
 

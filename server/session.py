@@ -79,6 +79,12 @@ class Session:
             self._run()
         except (OSError, ssl.SSLError):
             pass  # the client went away; nothing was acknowledged that is not handed over
+        except Exception as e:  # a bug: log it, tell the client, keep the daemon up
+            maillog.internal_error(self.sid, self.client, e)
+            try:
+                self.transport.send(R.INTERNAL_ERROR.to_bytes(), 5)
+            except (OSError, ssl.SSLError):
+                pass
         finally:
             self._drop_spool()
             server.unregister(self)

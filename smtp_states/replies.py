@@ -112,6 +112,7 @@ AUTH_NO_INITIAL = Reply(501, "5.7.0", "Initial response not allowed for this mec
 AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
 
 # -- hand-off (§8) ----------------------------------------------------------------
+INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error; try again later")
 HANDOFF_TEMPFAIL = Reply(
     451, "4.3.0", "Temporary failure handing the message on; try again later"
 )
