@@ -256,6 +256,13 @@ class Wire:
         except TimeoutError:
             return False
 
+    def transaction(self, sender: str, *recipients: str) -> None:
+        """MAIL, RCPT for each recipient, DATA: each must be accepted."""
+        self.expect(f"MAIL FROM:<{sender}>", 250)
+        for rcpt in recipients:
+            self.expect(f"RCPT TO:<{rcpt}>", 250)
+        self.expect("DATA", 354)
+
     def starttls(self, ctx: ssl.SSLContext) -> None:
         code, text = self.cmd("STARTTLS")
         assert code == 220, text

@@ -27,9 +27,7 @@ def test_idle_connections_up_to_the_limit_then_421_never_a_hang(start_msa):  # S
     w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=20)  # the 1000th: served
     assert w.reply()[0] == 220
     w.expect("EHLO normal.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     w.send(HDR + b"Subject: still served\r\n\r\nok\r\n.\r\n")
     assert w.reply()[0] == 250
     over = Wire.connect(m.ports["starttls"], timeout=20)  # the 1001st: refused at once
@@ -73,9 +71,7 @@ def test_hundred_thousand_header_fields(msa):  # S-703, S-1008
     w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
     w.reply()
     w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     before = msa.rss_kib()
     msa.reset_hwm()
     w.send(b"X-A: b\r\n" * 100_000 + b"\r\nbody\r\n.\r\n")
@@ -135,9 +131,7 @@ def test_sendmail_killed_mid_hand_off(msa):  # S-803, S-308
     w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
     w.reply()
     w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     w.send(HDR + b"Subject: x\r\n\r\n" + b"body\r\n" * 100000 + b".\r\n")
     deadline = time.monotonic() + 10
     pids: list[int] = []

@@ -155,8 +155,6 @@ def test_user_import_from_dovecot_keeps_passwords(tmp_path, start_msa):  # CONTR
 
 
 def _submit_after_auth(w: Wire) -> int:
-    w.expect("MAIL FROM:<frank@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("frank@example.org", "bob@example.net")
     w.send(b"From: frank@example.org\r\nSubject: imported\r\n\r\nok\r\n.\r\n")
     return w.reply()[0]

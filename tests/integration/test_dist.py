@@ -39,9 +39,7 @@ def test_zipapp_alone_checks_adds_a_user_and_delivers(tmp_path, certs):
         w.reply()
         w.expect("EHLO x.example", 250)
         w.expect("AUTH PLAIN " + b64("\0erin\0erin pw"), 235)
-        w.expect("MAIL FROM:<erin@example.org>", 250)
-        w.expect("RCPT TO:<bob@example.net>", 250)
-        w.expect("DATA", 354)
+        w.transaction("erin@example.org", "bob@example.net")
         w.send(b"From: erin@example.org\r\nSubject: from the zipapp\r\n\r\nhi\r\n.\r\n")
         assert w.reply()[0] == 250
     finally:

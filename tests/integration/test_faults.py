@@ -17,9 +17,7 @@ def _start_transaction(m, port_kind="tls"):
     w = Wire.connect(m.ports[port_kind], tls_ctx=m.client_ctx)
     w.reply()
     w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     return w
 
 
@@ -237,9 +235,7 @@ def test_spool_disk_full_gives_452(tmp_path, certs):  # S-307
         assert m.outbox.messages() == []
         assert m.spool_files() == []
         # A message that fits still goes through.
-        w.expect("MAIL FROM:<alice@example.org>", 250)
-        w.expect("RCPT TO:<bob@example.net>", 250)
-        w.expect("DATA", 354)
+        w.transaction("alice@example.org", "bob@example.net")
         w.send(HDR + b"Subject: small\r\n\r\nsmall\r\n.\r\n")
         assert w.reply()[0] == 250
     finally:

@@ -46,9 +46,7 @@ def test_inetd_implicit_tls_delivers(tmp_path, certs):  # CONTRACT inetd --tls
     w = Wire(certs.client_context().wrap_socket(ours, server_hostname="localhost"))
     w.reply()
     assert "STARTTLS" not in w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     w.send(HDR + b"Subject: inetd\r\n\r\nhi\r\n.\r\n")
     assert w.reply()[0] == 250
     w.expect("QUIT", 221)

@@ -62,9 +62,7 @@ def test_bare_lf_message_is_stored_with_crlf(msa):  # S-302
     w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
     w.reply()
     w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     w.send(HDR + b"Subject: lf\n\nline one\n.dotted\nend\r\n.\r\n")
     assert w.reply()[0] == 250
     [d] = msa.outbox.messages()
@@ -80,9 +78,7 @@ def test_smuggling_payload_delivers_at_most_one_message(msa, payload):  # S-1001
     w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
     w.reply()
     w.expect("EHLO x.example", 250)
-    w.expect("MAIL FROM:<alice@example.org>", 250)
-    w.expect("RCPT TO:<bob@example.net>", 250)
-    w.expect("DATA", 354)
+    w.transaction("alice@example.org", "bob@example.net")
     w.send(HDR + b"Subject: first\r\n\r\nfirst body" + payload
            + b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<smuggled@evil.example>\r\nDATA\r\n"
            + HDR + b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
