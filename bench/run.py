@@ -1,0 +1,972 @@
+#!/usr/bin/env python3
+"""`make bench`: msa against its peers and floors, measured in one run on
+one machine (DESIGN.md "Performance, measured against the floor").
+
+    python bench/run.py [--cases 1,3,7] [--profile caseN [--profiler KIND]] [--command TEXT]
+    make bench [CASES=1,3,7] [PROFILE=caseN [PROFILER=py-spy|py-spy-gil|cprofile]]
+
+Starts msa (`msa.py serve` with a bench configuration on port 0, as the
+integration tests do), aiosmtpd (bench/peer_aiosmtpd.py, a file-writing
+handler), a private Postfix when installed (bench/peer_postfix.py), runs
+the cases, and prints one table: msa's figure, the reference figure, the
+ratio, the target, and met / NOT MET for each line.
+
+Cases:
+  1  one 100 MiB message, STARTTLS + AUTH PLAIN, null sendmail: MiB/s
+  2  peak RSS growth of msa during 10, 100 and 500 MiB messages
+  3  4 KiB messages, 8 sessions, null sendmail: msgs/s (+ spawn floor)
+  4  4 KiB messages through the private Postfix's sendmail (+ its floor)
+  5  TLS + AUTH PLAIN sessions/s, credential cache off and on (+ argon2 floor)
+  6  1000 idle TLS sessions: RSS, and a new client still served
+  7  inetd mode: start-up time to the greeting (+ bare interpreter floor)
+
+`--profile caseN` (make bench PROFILE=caseN) runs only that case with msa
+sampled by py-spy during its measured part (busy threads; PROFILER=py-spy-gil
+samples only the thread holding the GIL; PROFILER=cprofile, or no py-spy,
+runs msa under cProfile in every thread; for case 7, `python -X importtime`),
+writes the raw profile under /tmp and prints the top functions at the end.
+`case5off` profiles case 5 with the credential cache off.
+
+Ratios against floors and peers come from alternating rounds (best round
+of each), so that a change in the machine's load hits both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(BENCH))
+
+import msatest  # noqa: E402  (tests/msatest.py: start msa, certificates, users)
+
+import loadgen  # noqa: E402
+import peer_postfix  # noqa: E402
+import profiling  # noqa: E402
+
+MIB = 1024 * 1024
+USER = "bench"
+PASSWORD = "bench correct horse battery"
+NULL_SENDMAIL = "/bin/sh -c 'exec cat >/dev/null' sh"
+SESSIONS = 8
+STDLIB_MIN = ("socket", "ssl", "select", "logging", "configparser", "ipaddress", "shlex", "secrets")
+
+
+# -- the table ------------------------------------------------------------------------------
+@dataclass
+class Row:
+    case: str
+    what: str
+    msa: float | None
+    unit: str
+    ref_name: str = ""
+    ref: float | None = None
+    target: str = ""
+    ratio_min: float | None = None  # met when msa/ref >= this
+    ratio_max: float | None = None  # met when msa/ref <= this
+    abs_min: float | None = None  # met when msa >= this
+    abs_max: float | None = None  # met when msa <= this
+    note: str = ""
+    skipped: str = ""  # reason
+
+    @property
+    def ratio(self) -> float | None:
+        if self.msa is None or not self.ref:
+            return None
+        return self.msa / self.ref
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return "skipped"
+        checks = []
+        if self.ratio_min is not None or self.ratio_max is not None:
+            r = self.ratio
+            if r is None:
+                return "n/a"
+            if self.ratio_min is not None:
+                checks.append(r >= self.ratio_min)
+            if self.ratio_max is not None:
+                checks.append(r <= self.ratio_max)
+        if self.abs_min is not None or self.abs_max is not None:
+            if self.msa is None:
+                return "NOT MET"
+            if self.abs_min is not None:
+                checks.append(self.msa >= self.abs_min)
+            if self.abs_max is not None:
+                checks.append(self.msa <= self.abs_max)
+        if not checks:
+            return "info"
+        return "met" if all(checks) else "NOT MET"
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        s = f"{v:.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.2f}"
+    return f"{s} {unit}".strip()
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ("case", "measure", "msa", "reference", "ref value", "ratio", "target", "result")
+    lines = []
+    for r in rows:
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        lines.append((r.case, r.what, fmt(r.msa, r.unit), r.ref_name or "-", fmt(r.ref, r.unit) if r.ref_name else "-",
+                      ratio, r.target or "-", r.status))
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h) for i, h in enumerate(head)]
+    widths[1] = min(widths[1], 52)
+    widths[3] = min(widths[3], 40)
+
+    def show(cols: tuple[str, ...]) -> str:
+        out = []
+        for i, c in enumerate(cols):
+            w = widths[i]
+            out.append(c.rjust(w) if i in (2, 4, 5) else c.ljust(w))
+        return "  ".join(out).rstrip()
+
+    print(show(head))
+    print("  ".join("-" * w for w in widths))
+    for ln in lines:
+        print(show(ln))
+    notes = [(r, r.skipped or r.note) for r in rows if r.skipped or r.note]
+    if notes:
+        print()
+        print("notes:")
+        for r, text in notes:
+            print(f"  [{r.case}] {r.what}: {text}")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def count_in_log(m: msatest.MsaProcess, text: str) -> int:
+    return m.log().count(text)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cases = args.case_set
+        self.profile = args.profile
+        self.tmp = Path(tempfile.mkdtemp(prefix="msabench."))
+        self.rows: list[Row] = []
+        self.profiles: list[tuple[str, str]] = []  # (title, summary text)
+        self.postfix: peer_postfix.PrivatePostfix | None = None
+        self.postfix_skip = ""
+        self.aiosmtpd: subprocess.Popen | None = None
+        self.aiosmtpd_port = 0
+        self.aiosmtpd_tls_port = 0
+        self.aiosmtpd_dir = self.tmp / "aiosmtpd-out"
+        self.msas: list[msatest.MsaProcess] = []
+        self.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    # -- set-up -------------------------------------------------------------------------
+    def setup(self) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        log("certificates and users database")
+        self.certs = msatest.make_certs(self.tmp / "certs")
+        self.users_db = self.tmp / "users.db"
+        msatest.add_user(self.users_db, USER, PASSWORD, senders=["bench@example.org"])
+        self.phc = next(line.split(":")[1] for line in self.users_db.read_text().splitlines()
+                        if line.startswith(USER + ":"))
+        self.client_ctx = ssl.create_default_context(cafile=self.certs.ca)
+        self.client_ctx.options |= ssl.OP_NO_TICKET
+        self.msg4k = loadgen.small_message(4096)
+        self.msgfile = str(self.tmp / "message-4k.txt")
+        loadgen.lf_message_file(self.msgfile, 4096)
+        if self.cases & {1, 3, 4}:
+            why = peer_postfix.unavailable()
+            if why is None and not os.access(peer_postfix.SMTP_SOURCE, os.X_OK):
+                why = f"{peer_postfix.SMTP_SOURCE} is not installed"
+            if why is None:
+                log("private Postfix instance")
+                pf = peer_postfix.PrivatePostfix()
+                self.postfix = pf
+                try:
+                    pf.start()
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    why = f"Postfix did not start: {e}"
+                    pf.stop()
+                    self.postfix = None
+            self.postfix_skip = why or ""
+        if self.cases & {1, 3, 5, 6}:
+            log("aiosmtpd peer")
+            self.start_aiosmtpd()
+
+    def start_aiosmtpd(self) -> None:
+        """A fresh aiosmtpd peer: plain/STARTTLS port and implicit-TLS port."""
+        self.stop_aiosmtpd()
+        logf = open(self.tmp / "aiosmtpd.log", "ab")
+        self.aiosmtpd = subprocess.Popen(
+            [sys.executable, str(BENCH / "peer_aiosmtpd.py"), str(self.aiosmtpd_dir),
+             "--tls", self.certs.cert, self.certs.key, "--auth", USER, PASSWORD],
+            stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL)
+        logf.close()
+        assert self.aiosmtpd.stdout is not None
+        ports = {}
+        for _ in range(2):
+            line = self.aiosmtpd.stdout.readline().decode()
+            m = re.match(r"(port|tls-port) (\d+)", line)
+            if not m:
+                raise RuntimeError(f"aiosmtpd peer did not start: {line!r} "
+                                   f"{(self.tmp / 'aiosmtpd.log').read_text()[-500:]}")
+            ports[m.group(1)] = int(m.group(2))
+        self.aiosmtpd_port = ports["port"]
+        self.aiosmtpd_tls_port = ports["tls-port"]
+
+    def stop_aiosmtpd(self) -> None:
+        if self.aiosmtpd is not None and self.aiosmtpd.poll() is None:
+            self.aiosmtpd.terminate()
+            try:
+                self.aiosmtpd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.aiosmtpd.kill()
+                self.aiosmtpd.wait()
+        self.aiosmtpd = None
+
+    def teardown(self) -> None:
+        for m in list(self.msas):
+            self.stop_msa(m)
+        self.stop_aiosmtpd()
+        if self.postfix is not None:
+            self.postfix.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- msa ----------------------------------------------------------------------------
+    def msa_overrides(self, **extra: object) -> dict:
+        values: dict[str, object] = {
+            "hostname": "msa.bench",
+            "listen": "127.0.0.1:0 starttls, 127.0.0.1:0 tls",
+            "users": str(self.users_db),
+            "sendmail": NULL_SENDMAIL,
+            "trusted_networks": "127.0.0.1/32",  # smtp-source's plain sessions; TLS clients use 127.0.X.Y
+            "max_message_size": 600 * MIB,
+            "max_connections": 3000,
+            "max_connections_per_ip": 3000,
+            "timeout": 300,
+            "sendmail_timeout": 120,
+        }
+        values.update(extra)
+        return values
+
+    def start_msa(self, name: str, profile_cprofile: str | None = None, **extra: object) -> msatest.MsaProcess:
+        argv = None
+        if profile_cprofile:
+            argv = [sys.executable, str(BENCH / "cprofile_serve.py"), profile_cprofile]
+        m = msatest.start(self.tmp / name, self.certs, argv=argv, **self.msa_overrides(**extra))
+        self.msas.append(m)
+        return m
+
+    def stop_msa(self, m: msatest.MsaProcess) -> None:
+        if m.proc.poll() is None:
+            try:
+                m.stop(timeout=30)
+            except subprocess.TimeoutExpired:
+                log(f"msa {m.proc.pid} did not stop within 30 s; killed")
+        if m in self.msas:
+            self.msas.remove(m)
+
+    # -- profiling one phase ----------------------------------------------------------------
+    def wants_profile(self, name: str) -> bool:
+        return self.profile == name
+
+    def use_py_spy(self) -> bool:
+        return self.args.profiler != "cprofile" and profiling.py_spy() is not None
+
+    def cprofile_path(self, name: str) -> str | None:
+        if self.wants_profile(name) and not self.use_py_spy():
+            return f"/tmp/msabench-profile-{name}-{self.stamp}.pstats"
+        return None
+
+    class _Phase:
+        """py-spy on msa while the block runs, when this phase is profiled:
+        every busy thread, or with --profiler py-spy-gil the GIL holder only
+        (two samplers at once would fight over ptrace)."""
+
+        def __init__(self, bench: Bench, name: str, m: msatest.MsaProcess | None) -> None:
+            self.bench, self.name, self.m = bench, name, m
+            self.samplers: list[tuple[str, profiling.Sampler]] = []
+
+        def __enter__(self) -> Bench._Phase:
+            if self.m is not None and self.bench.wants_profile(self.name) and self.bench.use_py_spy():
+                gil = self.bench.args.profiler == "py-spy-gil"
+                kind = "GIL holder" if gil else "busy threads"
+                out = f"/tmp/msabench-profile-{self.name}-{self.bench.stamp}{'-gil' if gil else ''}.txt"
+                s = profiling.Sampler(self.m.proc.pid, out, gil=gil)
+                if s.start():
+                    self.samplers.append((kind, s))
+                else:
+                    log(f"py-spy could not attach: {open(s.log).read()[-300:]}")
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            for kind, s in self.samplers:
+                ok = s.stop()
+                assert self.m is not None
+                title = f"{self.name}: py-spy, {kind} of msa (pid {self.m.proc.pid}), raw file {s.out}"
+                what = ("busy (non-idle) msa threads" if kind == "busy threads"
+                        else "the msa thread holding the GIL")
+                text = profiling.summarize_collapsed(s.out, what=what) if ok else "  (no profile written)\n"
+                self.bench.profiles.append((title, text))
+
+    def phase(self, name: str, m: msatest.MsaProcess | None) -> Bench._Phase:
+        return Bench._Phase(self, name, m)
+
+    def finish_cprofile(self, name: str, path: str | None) -> None:
+        if path and os.path.exists(path):
+            self.profiles.append((f"{name}: cProfile of msa (all threads), file {path}",
+                                  profiling.summarize_pstats(path)))
+
+    # -- cases 1 and 2: large messages -----------------------------------------------------
+    def case_big(self) -> None:
+        """msa's 100 MiB runs alternate with Postfix's, so that a change in
+        the machine's load hits both; the best run of each counts."""
+        chunk = loadgen.body_chunk(loadgen.CHUNK_LINES)
+        name = "case1" if self.wants_profile("case1") else "case2"
+        cprof = self.cprofile_path("case1") or self.cprofile_path("case2")
+        m = self.start_msa("msa-big", profile_cprofile=cprof)
+        pid = m.proc.pid
+        tls_rates: list[float] = []
+        cpu_share: list[float] = []
+        pf_rates: list[float] = []
+        growth: dict[int, float] = {}
+        c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                 password=PASSWORD, source=loadgen.source_address(1))
+        loadgen.send_big(c, 2 * MIB, chunk)  # warm-up: lazy imports, first spool file
+        pf = None
+        if 1 in self.cases and self.postfix is not None:
+            pf = loadgen.open_session(self.postfix.port, tls=None, mode="plain", user=None, password=None)
+            loadgen.send_big(pf, 2 * MIB, chunk)
+        sizes = [10, 100, 100, 500] if 2 in self.cases else [100, 100]
+        with self.phase(name, m):
+            for size in sizes:
+                log(f"msa: {size} MiB over STARTTLS + AUTH")
+                before = rss_kib(pid)
+                m.reset_hwm()
+                cpu0, t0 = proc_cpu(pid), time.perf_counter()
+                r = loadgen.send_big(c, size * MIB, chunk)
+                cpu_share.append((proc_cpu(pid) - cpu0) / (time.perf_counter() - t0))
+                peak = rss_kib(pid, "VmHWM")
+                growth[size] = max(growth.get(size, 0.0), (peak - before) / 1024)
+                if size == 100:
+                    tls_rates.append(r.size / MIB / r.seconds)
+                    if pf is not None:
+                        log("Postfix smtpd: 100 MiB plaintext")
+                        r = loadgen.send_big(pf, 100 * MIB, chunk)
+                        pf_rates.append(r.size / MIB / r.seconds)
+        c.quit()
+        if pf is not None:
+            pf.quit()
+        plain = None
+        if 1 in self.cases:
+            log("msa: 100 MiB plaintext (trusted client)")
+            c = loadgen.open_session(m.ports["starttls"], tls=None, mode="plain", user=None, password=None)
+            rs = [loadgen.send_big(c, 100 * MIB, chunk) for _ in range(2)]
+            plain = max(r.size / MIB / r.seconds for r in rs)
+            c.quit()
+        self.stop_msa(m)
+        self.finish_cprofile(name, cprof)
+        msa_rate = max(tls_rates)
+
+        if 1 in self.cases:
+            log("aiosmtpd: 100 MiB plaintext")
+            c = loadgen.open_session(self.aiosmtpd_port, tls=None, mode="plain", user=None, password=None)
+            r = loadgen.send_big(c, 100 * MIB, chunk)
+            c.quit()
+            aio_rate = r.size / MIB / r.seconds
+            runs = ", ".join(f"{x:.0f}" for x in tls_rates)
+            self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail", msa_rate, "MiB/s",
+                                 "Postfix smtpd, plaintext", max(pf_rates) if pf_rates else None, ">= 1x",
+                                 ratio_min=1.0, skipped="" if self.postfix else f"Postfix: {self.postfix_skip}",
+                                 note=f"best of 2 alternating runs (msa {runs}; Postfix "
+                                      f"{', '.join(f'{x:.0f}' for x in pf_rates)}); msa used "
+                                      f"{100 * statistics.mean(cpu_share):.0f}% of one core meanwhile (one "
+                                      "session thread); msa spools to disk and pipes to sendmail, Postfix "
+                                      "writes its queue file"))
+            self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail", msa_rate, "MiB/s",
+                                 "aiosmtpd, plaintext (1 run)", aio_rate, ">= 8x", ratio_min=8.0))
+            self.rows.append(Row("1", "same message, msa plaintext (trusted, no TLS)", plain, "MiB/s",
+                                 "msa STARTTLS+AUTH", msa_rate, "", note="information: what TLS costs msa"))
+        if 2 in self.cases:
+            for size in (10, 100, 500):
+                self.rows.append(Row("2", f"peak RSS growth, {size} MiB msg (VmHWM)", growth[size], "MiB",
+                                     target="<= 32 MiB", abs_max=32.0))
+
+    # -- case 3: small messages, null sendmail ----------------------------------------------
+    def case_small(self) -> None:
+        """Floor, msa, aiosmtpd and Postfix in turn, 3 rounds; best of each."""
+        argv = shlex.split(NULL_SENDMAIL) + ["-i", "-f", loadgen.SENDER, "--", loadgen.RCPT]
+        cprof = self.cprofile_path("case3")
+        m = self.start_msa("msa-small", profile_cprofile=cprof)
+        port = m.ports["starttls"]
+        msa_count = lambda: count_in_log(m, "status=sent")  # noqa: E731
+        aio_count = lambda: len(os.listdir(self.aiosmtpd_dir))  # noqa: E731
+        log("warm-up and calibration: msa, aiosmtpd, Postfix")
+        n_msa, note = self.smtp_source_calibrate(port)
+        n_aio, aio_note = self.smtp_source_calibrate(self.aiosmtpd_port)
+        n_pf, pf_note = (self.smtp_source_calibrate(self.postfix.port) if self.postfix
+                         else (0, f"Postfix: {self.postfix_skip}"))
+        floor_r: list[float] = []
+        msa_r: list[float] = []
+        aio_r: list[float] = []
+        pf_r: list[float] = []
+        floor_cpu = msa_cpu = 0.0
+        floor_n = msa_n = 0
+        with self.phase("case3", m):
+            for rnd in range(3):
+                log(f"round {rnd + 1}/3: spawn floor, msa, aiosmtpd, Postfix")
+                c0 = self_cpu()
+                fl = loadgen.spawn_floor(argv, self.msg4k, SESSIONS, 2.0)
+                floor_cpu += self_cpu() - c0
+                floor_n += fl.count
+                floor_r.append(fl.rate)
+                if fl.errors:
+                    note += f" floor errors {fl.errors}: {fl.first_error}"
+                if n_msa:
+                    c0 = proc_cpu(m.proc.pid)
+                    rate, why = self.smtp_source_run(port, n_msa, msa_count)
+                    msa_cpu += proc_cpu(m.proc.pid) - c0
+                    msa_n += n_msa
+                    msa_r.append(rate or 0.0)
+                    note += why
+                if n_aio:
+                    rate, why = self.smtp_source_run(self.aiosmtpd_port, n_aio, aio_count)
+                    aio_r.append(rate or 0.0)
+                    aio_note += why
+                if n_pf and self.postfix:
+                    rate, why = self.smtp_source_run(self.postfix.port, n_pf, None)
+                    pf_r.append(rate or 0.0)
+                    pf_note += why
+                    self.wait_postfix_idle()
+        # the same through STARTTLS + AUTH sessions from a Python client (information)
+        log("msa: 4 KiB messages over STARTTLS + AUTH, Python client")
+        kw = dict(port=port, ca=self.certs.ca, user=USER, password=PASSWORD, mode="starttls",
+                  message=self.msg4k, per_session=900)
+        tls = loadgen.run_processes("message_session_step", kw, procs=2, threads=4, duration=3.0)
+        self.stop_msa(m)
+        self.finish_cprofile("case3", cprof)
+
+        def best(xs: list[float]) -> float | None:
+            return max(xs) if xs and max(xs) > 0 else None
+
+        def runs(xs: list[float]) -> str:
+            return "/".join(f"{x:.0f}" for x in xs)
+
+        msa_rate = best(msa_r)
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
+                             "aiosmtpd (file per message)", best(aio_r), ">= 1.5x", ratio_min=1.5,
+                             note=f"smtp-source -d -s 8, plaintext, trusted client; best of 3 rounds "
+                                  f"(msa {runs(msa_r)}, aiosmtpd {runs(aio_r)}) {note} {aio_note}".strip()))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
+                             "spawn floor: 8 thr sh -c cat", best(floor_r), ">= 0.8x", ratio_min=0.8,
+                             note=f"floor: Python threads spawning msa's exact sendmail argv, 4 KiB on "
+                                  f"stdin, 2 s per round ({runs(floor_r)})"))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
+                             "Postfix smtpd (discard)", best(pf_r), "", skipped="" if self.postfix else
+                             f"Postfix: {self.postfix_skip}", note=f"information; rounds {runs(pf_r)} {pf_note}".strip()))
+        self.rows.append(Row("3", "msa CPU per message (its own process)", 1000 * msa_cpu / msa_n if msa_n else None,
+                             "ms", "floor: spawning thread's CPU per start", 1000 * floor_cpu / floor_n
+                             if floor_n else None, "",
+                             note="information: user+system CPU of msa's process (not its sendmail children) "
+                                  "per message, against what the floor's own process spends per start; "
+                                  "sh and cat cost the same in both"))
+        self.rows.append(Row("3", "same, STARTTLS+AUTH sessions (Python client)", tls.rate, "msg/s",
+                             "msa plaintext (smtp-source)", msa_rate, "",
+                             note="information: 2 processes x 4 threads, pipelined MAIL/RCPT/DATA, "
+                                  "up to 900 msgs per session"
+                                  + (f"; {tls.errors} errors: {tls.first_error}" if tls.errors else "")))
+
+    def smtp_source_calibrate(self, port: int, seconds: float = 2.0) -> tuple[int, str]:
+        """Warm-up of 400 messages; how many messages take about `seconds`."""
+        warm = 400
+        secs, rc, err = peer_postfix.smtp_source(port, self.msgfile, SESSIONS, warm, timeout=60)
+        if rc != 0:
+            return 0, f"smtp-source failed: exit {rc}: {err[:200]}"
+        return int(max(400, min(SESSIONS * 900, warm / secs * seconds))), ""
+
+    def smtp_source_run(self, port: int, n: int, counter) -> tuple[float | None, str]:
+        """smtp-source -d -s 8 with n messages; the rate, checked against
+        the server's own count of accepted messages."""
+        before = counter() if counter else 0
+        secs, rc, err = peer_postfix.smtp_source(port, self.msgfile, SESSIONS, n, timeout=120)
+        if rc != 0:
+            return None, f" smtp-source failed: exit {rc}: {err[:200]}"
+        if counter is not None:
+            deadline = time.monotonic() + 2
+            got = counter() - before
+            while got != n and time.monotonic() < deadline:
+                time.sleep(0.05)
+                got = counter() - before
+            if got != n:
+                return n / secs, f" (server counted {got} of {n})"
+        return n / secs, ""
+
+    # -- case 4: the real Postfix sendmail ----------------------------------------------------
+    def wait_postfix_idle(self, timeout: float = 60) -> None:
+        assert self.postfix is not None
+        q = self.postfix.queue
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = 0
+            for d in ("maildrop", "incoming", "active"):
+                try:
+                    for _root, _dirs, files in os.walk(os.path.join(q, d)):
+                        busy += len(files)
+                except OSError:
+                    pass
+            if busy == 0:
+                return
+            time.sleep(0.1)
+
+    def case_postfix_sendmail(self) -> None:
+        if self.postfix is None:
+            self.rows.append(Row("4", "4 KiB msgs/s, 8 sessions, Postfix sendmail", None, "msg/s",
+                                 "floor: 8 thr Postfix sendmail", None, ">= 0.9x", ratio_min=0.9,
+                                 skipped=f"Postfix: {self.postfix_skip}"))
+            return
+        pf = self.postfix
+        argv = pf.sendmail + ["-i", "-f", loadgen.SENDER, "--", loadgen.RCPT]
+        cprof = self.cprofile_path("case4")
+        m = self.start_msa("msa-postfix", profile_cprofile=cprof, sendmail=shlex.join(pf.sendmail))
+        log("msa with Postfix sendmail: warm-up")
+        n, note = self.smtp_source_calibrate(m.ports["starttls"])
+        self.wait_postfix_idle()
+        floor_r: list[float] = []
+        msa_r: list[float] = []
+        counter = lambda: count_in_log(m, "status=sent")  # noqa: E731
+        with self.phase("case4", m):
+            for rnd in range(3):
+                log(f"round {rnd + 1}/3: Postfix sendmail floor, msa")
+                fl = loadgen.spawn_floor(argv, self.msg4k, SESSIONS, 2.0)
+                floor_r.append(fl.rate)
+                if fl.errors:
+                    note += f" floor errors {fl.errors}: {fl.first_error}"
+                self.wait_postfix_idle()
+                if n:
+                    rate, why = self.smtp_source_run(m.ports["starttls"], n, counter)
+                    msa_r.append(rate or 0.0)
+                    note += why
+                self.wait_postfix_idle()
+        self.stop_msa(m)
+        self.finish_cprofile("case4", cprof)
+        self.rows.append(Row("4", "4 KiB msgs/s, 8 sessions, Postfix sendmail", max(msa_r) if msa_r else None,
+                             "msg/s", "floor: 8 thr Postfix sendmail", max(floor_r), ">= 0.9x", ratio_min=0.9,
+                             note=(f"best of 3 alternating rounds (msa {'/'.join(f'{x:.0f}' for x in msa_r)}, "
+                                   f"floor {'/'.join(f'{x:.0f}' for x in floor_r)}); sendmail -C <private "
+                                   f"config>; queue drained between runs {note}").strip()))
+
+    # -- case 5: TLS + AUTH sessions -------------------------------------------------------------
+    def case_auth(self) -> None:
+        """Cache off: the argon2 floor and msa in turn; cache on: msa and
+        aiosmtpd (no hashing) in turn. Best round of each."""
+        kw = dict(ca=self.certs.ca, user=USER, password=PASSWORD, mode="implicit")
+        cprof = self.cprofile_path("case5off")
+        m = self.start_msa("msa-auth-off", profile_cprofile=cprof, auth_cache_ttl=0)
+        floor_r: list[float] = []
+        off_r: list[float] = []
+        off_note = ""
+        with self.phase("case5off", m):
+            for rnd in range(2):
+                log(f"round {rnd + 1}/2: argon2 floor (2 threads), msa cache off (4 client threads)")
+                floor_r.append(loadgen.argon2_floor(self.phc, PASSWORD, 2, 3.0).rate)
+                r = loadgen.run_threads(loadgen.auth_session_step(proc_index=rnd, port=m.ports["tls"], **kw),
+                                        4, 4.0)
+                off_r.append(r.rate)
+                if r.errors:
+                    off_note += f"; {r.errors} errors: {r.first_error}"
+        self.stop_msa(m)
+        self.finish_cprofile("case5off", cprof)
+
+        cprof = self.cprofile_path("case5")
+        m = self.start_msa("msa-auth-on", profile_cprofile=cprof)
+        loadgen.auth_session_step(proc_index=0, port=m.ports["tls"], **kw)(0, 0)  # fills the cache
+        self.start_aiosmtpd()
+        on_r: list[float] = []
+        aio_r: list[float] = []
+        on_note = ""
+        with self.phase("case5", m):
+            for rnd in range(2):
+                log(f"round {rnd + 1}/2: msa cache on, aiosmtpd (2 client processes x 4 threads)")
+                r = loadgen.run_processes("auth_session_step", dict(port=m.ports["tls"], **kw), procs=2,
+                                          threads=4, duration=3.0)
+                on_r.append(r.rate)
+                if r.errors:
+                    on_note += f"; {r.errors} errors: {r.first_error}"
+                r = loadgen.run_processes("auth_session_step", dict(port=self.aiosmtpd_tls_port, **kw),
+                                          procs=2, threads=4, duration=3.0)
+                aio_r.append(r.rate)
+                if r.errors:
+                    on_note += f"; aiosmtpd {r.errors} errors: {r.first_error}"
+        log("one session at a time: msa, aiosmtpd")
+        lat_msa = self.session_latency(m.ports["tls"], kw)
+        lat_aio = self.session_latency(self.aiosmtpd_tls_port, kw)
+        self.stop_msa(m)
+        self.finish_cprofile("case5", cprof)
+
+        def runs(xs: list[float]) -> str:
+            return "/".join(f"{x:.1f}" for x in xs)
+
+        self.rows.append(Row("5", "TLS+AUTH PLAIN sessions/s, cache off", max(off_r), "/s",
+                             "argon2 verify floor, 2 thr", max(floor_r), ">= 0.9x", ratio_min=0.9,
+                             note=f"session: TCP, implicit TLS, EHLO, AUTH PLAIN, QUIT, 4 client threads; "
+                                  f"best of 2 alternating rounds (msa {runs(off_r)}, floor {runs(floor_r)})"
+                                  + off_note))
+        self.rows.append(Row("5", "TLS+AUTH PLAIN sessions/s, cache on (300 s)", max(on_r), "/s",
+                             target=">= 300/s", abs_min=300.0,
+                             note=f"2 client processes x 4 threads, full handshakes (no tickets); rounds "
+                                  f"{runs(on_r)}" + on_note))
+        self.rows.append(Row("5", "one TLS+AUTH session alone, cache on: latency", lat_msa, "ms",
+                             "aiosmtpd, the same session", lat_aio, "",
+                             note="information: median of 15 sessions one after another (connect to QUIT reply)"))
+        self.rows.append(Row("5", "TLS+AUTH PLAIN sessions/s, cache on (300 s)", max(on_r), "/s",
+                             "aiosmtpd, implicit TLS, no hashing", max(aio_r), "",
+                             note=f"information: the same client against aiosmtpd, whose authenticator "
+                                  f"compares the password as is (rounds {runs(aio_r)})"))
+
+    def session_latency(self, port: int, kw: dict, n: int = 15) -> float:
+        step = loadgen.auth_session_step(proc_index=7, port=port, **kw)
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            step(0, i)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
+    # -- case 6: 1000 idle TLS connections -------------------------------------------------------
+    def case_idle(self) -> None:
+        cprof = self.cprofile_path("case6")
+        m = self.start_msa("msa-idle", profile_cprofile=cprof)
+        pid = m.proc.pid
+        base = rss_kib(pid) / 1024
+        conns: list[loadgen.Client] = []
+        lock = threading.Lock()
+        errors: list[str] = []
+        n_total = 1000
+
+        def opener_to(k: int, port: int) -> None:
+            for i in range(k, n_total, 8):
+                try:
+                    c = loadgen.Client(port, source=loadgen.source_address(20000 + i),
+                                       implicit_tls=self.client_ctx)
+                    c.expect(220, "greeting")
+                    with lock:
+                        conns.append(c)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{type(e).__name__}: {e}")
+
+        log("msa: opening 1000 idle TLS sessions")
+        served = None
+        served_s = None
+        with self.phase("case6", m):
+            t0 = time.perf_counter()
+            ts = [threading.Thread(target=opener_to, args=(k, m.ports["tls"])) for k in range(8)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+            open_s = time.perf_counter() - t0
+            time.sleep(1.0)
+            rss = rss_kib(pid) / 1024
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+            try:
+                t1 = time.perf_counter()
+                c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                         password=PASSWORD, source=loadgen.source_address(30000))
+                c.envelope()
+                c.sock.sendall(self.msg4k + b".\r\n")
+                c.expect(250, "end of data")
+                c.quit()
+                served_s = time.perf_counter() - t1
+                served = 1.0
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"new client: {type(e).__name__}: {e}")
+                served = 0.0
+        for c in conns:
+            c.close()
+        self.stop_msa(m)
+        self.finish_cprofile("case6", cprof)
+        # the same 1000 idle sessions on a fresh aiosmtpd (implicit TLS)
+        log("aiosmtpd: opening 1000 idle TLS sessions")
+        self.start_aiosmtpd()
+        assert self.aiosmtpd is not None
+        aio_pid = self.aiosmtpd.pid
+        aio_base = rss_kib(aio_pid) / 1024
+        msa_conns = len(conns)
+        conns = []
+        port6 = self.aiosmtpd_tls_port
+        ts = [threading.Thread(target=opener_to, args=(k, port6)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        time.sleep(1.0)
+        aio_rss = rss_kib(aio_pid) / 1024
+        aio_conns = len(conns)
+        for c in conns:
+            c.close()
+        self.start_aiosmtpd()  # fresh again for whatever follows
+        err = f"; {len(errors)} errors: {errors[0]}" if errors else ""
+        self.rows.append(Row("6", f"RSS with {msa_conns} idle TLS sessions", rss, "MiB",
+                             target="<= 150 MiB", abs_max=150.0,
+                             note=f"RSS at start {base:.1f} MiB; {threads} threads; opened in {open_s:.1f} s{err}"))
+        self.rows.append(Row("6", f"RSS with {msa_conns} idle TLS sessions", rss, "MiB",
+                             f"aiosmtpd, {aio_conns} idle TLS sessions", aio_rss, "",
+                             note=f"information: aiosmtpd's RSS at start {aio_base:.1f} MiB"))
+        self.rows.append(Row("6", "new client served meanwhile (1 = yes)", served, "",
+                             target="served", abs_min=1.0,
+                             note=f"STARTTLS+AUTH+4 KiB message took {served_s * 1000:.0f} ms" if served_s else ""))
+
+    # -- case 7: inetd start-up ------------------------------------------------------------------
+    def case_inetd(self) -> None:
+        d = self.tmp / "inetd"
+        d.mkdir(parents=True, exist_ok=True)
+        conf = msatest.write_config(d, self.certs, **self.msa_overrides())
+        py = sys.executable
+        msa_argv = [py, str(ROOT / "msa.py"), "inetd", "-c", str(conf)]
+        bare = [py, "-I", "-S", "-c", "pass"]
+        site = [py, "-I", "-c", "pass"]
+        # what any Python inetd SMTP server imports before its greeting
+        stdlib = [py, "-I", "-S", "-c", "import " + ",".join(STDLIB_MIN)]
+        logf = open(d / "inetd.log", "wb")
+        # Bytecode as an installed msa has it: cached .pyc files (in a
+        # private prefix, so the work tree is not touched), whatever
+        # PYTHONDONTWRITEBYTECODE the caller has. Also measured without.
+        env_pyc = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env_pyc["PYTHONPYCACHEPREFIX"] = str(self.tmp / "pycache")
+        env_nopyc = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+        env_nopyc["PYTHONDONTWRITEBYTECODE"] = "1"
+
+        def msa_once(env: dict) -> float:
+            a, b = socket.socketpair()
+            try:
+                t0 = time.perf_counter()
+                p = subprocess.Popen(msa_argv, stdin=b, stdout=b, stderr=logf, close_fds=True, cwd=d, env=env)
+                b.close()
+                a.settimeout(30)
+                buf = b""
+                while b"\r\n" not in buf:
+                    chunk = a.recv(4096)
+                    if not chunk:
+                        raise RuntimeError(f"inetd closed: {buf!r}")
+                    buf += chunk
+                dt = time.perf_counter() - t0
+                if not buf.startswith(b"220"):
+                    raise RuntimeError(f"inetd greeting: {buf!r}")
+                a.sendall(b"QUIT\r\n")
+                a.recv(4096)
+            finally:
+                a.close()
+            p.wait(30)
+            return dt
+
+        def plain_once(argv: list[str]) -> float:
+            t0 = time.perf_counter()
+            subprocess.run(argv, stdin=subprocess.DEVNULL, close_fds=True, check=True)
+            return time.perf_counter() - t0
+
+        log("inetd start-up: 30 sessions, interleaved with the bare interpreter")
+        for _ in range(3):  # warm the page cache and write the .pyc files
+            msa_once(env_pyc)
+            plain_once(bare)
+        t_msa, t_bare, t_site, t_nopyc, t_std = [], [], [], [], []
+        for i in range(30):
+            t_msa.append(msa_once(env_pyc))
+            t_bare.append(plain_once(bare))
+            if i % 3 == 0:
+                t_site.append(plain_once(site))
+                t_std.append(plain_once(stdlib))
+                t_nopyc.append(msa_once(env_nopyc))
+        logf.close()
+        if self.wants_profile("case7"):
+            env = env_pyc
+            a, b = socket.socketpair()
+            p = subprocess.Popen([py, "-X", "importtime", *msa_argv[1:]], stdin=b, stdout=b,
+                                 stderr=subprocess.PIPE, close_fds=True, cwd=d, env=env)
+            b.close()
+            a.settimeout(30)
+            a.recv(4096)
+            a.sendall(b"QUIT\r\n")
+            a.recv(4096)
+            a.close()
+            _, err = p.communicate(timeout=30)
+            path = f"/tmp/msabench-profile-case7-{self.stamp}.importtime.txt"
+            Path(path).write_text(err.decode(errors="replace"))
+            self.profiles.append((f"case7: python -X importtime msa.py inetd, file {path}",
+                                  profiling.summarize_importtime(err.decode(errors="replace"))))
+        med = statistics.median
+        self.rows.append(Row("7", "inetd: spawn to 220 greeting, median of 30", med(t_msa) * 1000, "ms",
+                             "python -I -S -c pass (exit)", med(t_bare) * 1000, "<= 1.3x", ratio_max=1.3,
+                             note=f"msa.py with cached .pyc; min {min(t_msa) * 1000:.1f} ms, max "
+                                  f"{max(t_msa) * 1000:.1f} ms; interpreter {py}"))
+        self.rows.append(Row("7", "inetd: spawn to 220 greeting, median of 30", med(t_msa) * 1000, "ms",
+                             "python -I -c pass (with site)", med(t_site) * 1000, "",
+                             note="information: the share of site/venv start-up (median of 10)"))
+        self.rows.append(Row("7", "inetd: spawn to 220 greeting, median of 30", med(t_msa) * 1000, "ms",
+                             "python -I -S, import ssl,socket,... (exit)", med(t_std) * 1000, "",
+                             note="information: the stdlib modules any Python inetd SMTP server needs before "
+                                  f"its greeting ({', '.join(STDLIB_MIN)}), median of 10"))
+        self.rows.append(Row("7", "inetd without .pyc (as msa.pyz), median of 10", med(t_nopyc) * 1000, "ms",
+                             "python -I -S -c pass (exit)", med(t_bare) * 1000, "",
+                             note="information: PYTHONDONTWRITEBYTECODE=1, every module compiled at start, "
+                                  "as in the zipapp, which holds no .pyc"))
+
+    # -- all ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.setup()
+        if self.cases & {1, 2}:
+            self.case_big()
+        if 3 in self.cases:
+            self.case_small()
+        if 4 in self.cases:
+            self.case_postfix_sendmail()
+        if 5 in self.cases:
+            self.case_auth()
+        if 6 in self.cases:
+            self.case_idle()
+        if 7 in self.cases:
+            self.case_inetd()
+
+
+def header(args: argparse.Namespace) -> None:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    print("msa benchmark")
+    print(f"  command : {args.command or 'python bench/run.py'}")
+    print(f"  runner  : {shlex.join([sys.executable, *sys.argv])}")
+    print(f"  date    : {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"  machine : nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), {cpu}, "
+          f"{platform.system()} {platform.release()}")
+    print(f"  python  : {platform.python_version()} ({sys.executable}); {ssl.OPENSSL_VERSION}")
+    try:
+        import aiosmtpd
+
+        aio = aiosmtpd.__version__
+    except Exception:  # noqa: BLE001
+        aio = "missing"
+    print(f"  peers   : aiosmtpd {aio}; Postfix {peer_postfix.version()} (private instance, discard)")
+    print(f"  load    : {loadavg()} (1/5/15 min load average at start)")
+    print(f"  cases   : {','.join(str(c) for c in sorted(args.case_set))}"
+          + (f"; profiling {args.profile}" if args.profile else ""))
+    print(flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default="", help="comma-separated case numbers (default: all)")
+    ap.add_argument("--profile", default="", help="caseN: profile msa during case N (case5off too)")
+    ap.add_argument("--profiler", choices=("py-spy", "py-spy-gil", "cprofile"), default="py-spy",
+                    help="py-spy: sample busy threads (when installed); py-spy-gil: only the thread "
+                         "holding the GIL; cprofile: every call in every thread")
+    ap.add_argument("--command", default="", help="the command line to print (from the Makefile)")
+    args = ap.parse_args()
+    if args.profile and not re.fullmatch(r"case[1-7](off)?", args.profile):
+        ap.error("--profile takes case1 ... case7 or case5off")
+    if args.cases:
+        args.case_set = {int(x) for x in args.cases.split(",") if x.strip()}
+    elif args.profile:
+        args.case_set = {int(args.profile[4])}
+    else:
+        args.case_set = set(range(1, 8))
+    t0 = time.perf_counter()
+    header(args)
+    bench = Bench(args)
+    interrupted = False
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    failed = False
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted; partial results:")
+    except Exception:  # noqa: BLE001 - reported, then the partial table
+        failed = True
+        traceback.print_exc()
+        print("the bench failed; partial results:")
+    finally:
+        bench.teardown()
+    print_table(bench.rows)
+    for title, text in bench.profiles:
+        print()
+        print(f"profile {title}")
+        print(text, end="")
+    if args.profile and not bench.profiles:
+        print(f"\nprofile {args.profile}: nothing was recorded")
+    elapsed = time.perf_counter() - t0
+    print()
+    print(f"total run time: {elapsed:.0f} s; load average at end: {loadavg()}")
+    not_met = [r for r in bench.rows if r.status == "NOT MET"]
+    print(f"{len(not_met)} target(s) NOT MET" if not_met else "all targets met")
+    return 130 if interrupted else 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
