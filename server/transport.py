@@ -39,6 +39,14 @@ class SocketTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.tls: ssl.SSLSocket | None = None
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Replies are small and final: without this, a reply written
+            # right after a TLS record (session tickets) waits ~40 ms for
+            # the client's delayed ACK (Nagle).
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
 
     @property
     def can_starttls(self) -> bool:

@@ -34,13 +34,12 @@ class DataError(Enum):
 
 
 class DataDecoder:
-    __slots__ = ("_carry", "_skip", "_last_in", "_last_out", "size", "max_size", "done", "_bare_cr", "_nul")
+    __slots__ = ("_carry", "_skip", "_last_in", "size", "max_size", "done", "_bare_cr", "_nul")
 
     def __init__(self, max_size: int) -> None:
         self._carry = b"\r\n"  # virtual: the DATA command's own line ending
         self._skip = 2  # ... which is not part of the message
         self._last_in = 0  # the input byte just before _carry
-        self._last_out = 0x0A  # last byte stored, for bare LF at a chunk edge
         self.size = 0
         self.max_size = max_size
         self.done = False
@@ -80,39 +79,53 @@ class DataDecoder:
         if j != -1 and _END.startswith(buf[j + 1 :]):
             limit = min(limit, j)
 
+        # One pass of counts tells whether every line ending in the region is
+        # CRLF; then only "\r\n." can start a dot line, a rarer pattern.
+        counts = self._counts(buf, limit)
+        clean = counts[3]
+        pattern, back = (b"\r\n.", 1) if clean else (b"\n.", 0)
+
         pieces: list[bytes] = []
         seg = self._skip
         self._skip = 0
+        # The first byte stored is an LF whose CR ended the previous chunk.
+        edge = seg == 0 and buf[:1] == b"\n" and self._last_in == 0x0D
         end_at: int | None = None
         pos = 0
         while True:
-            i = buf.find(b"\n.", pos, limit)
-            if i == -1:
-                break
+            if pos == 0 and buf.startswith(b"\n.") and limit >= 2:
+                i = 0  # an LF whose CR ended the previous chunk
+            else:
+                k = buf.find(pattern, pos, limit)
+                if k == -1:
+                    break
+                i = k + back
             d = i + 1
             prev = buf[i - 1] if i > 0 else self._last_in
             if prev == 0x0D and buf[d + 1 : d + 3] == b"\r\n":
                 pieces.append(buf[seg : i + 1])
                 end_at = d + 3
-                limit = i + 1
                 break
             pieces.append(buf[seg:d])  # unstuff: drop the dot at d
             seg = d + 1
-            if seg > limit:
-                limit = seg
             pos = d
         if end_at is None:
             pieces.append(buf[seg:limit])
-        region_end = limit
+            region_end = limit
+        else:
+            region_end = end_at - 2  # through the LF before the final dot
+            counts = self._counts(buf, region_end)  # once per message
 
         # Every fault is looked for in every chunk, stored or not (S-304..S-306).
-        if not self._bare_cr and buf.count(b"\r", 0, region_end) != buf.count(b"\r\n", 0, region_end + 1):
+        cr, crlf_from, _, clean = counts
+        if cr != crlf_from:
             self._bare_cr = True  # S-305: a CR that does not start a CRLF
         if not self._nul and buf.find(b"\x00", 0, region_end) != -1:
             self._nul = True  # S-306
         out = b"".join(pieces) if len(pieces) != 1 else pieces[0]
-        if out:
-            out = self._normalise(out)
+        if out and not self._bare_cr:
+            if not clean:
+                out = self._normalise(out, edge)
             self.size += len(out)  # S-304: counted after unstuffing
         if self.error is not None:
             out = b""  # nothing more is stored
@@ -127,16 +140,22 @@ class DataDecoder:
         self._carry = buf[region_end:]
         return out, None
 
-    def _normalise(self, out: bytes) -> bytes:
-        """S-302: store a bare LF as CRLF (checked at C speed first)."""
-        lf = out.count(b"\n")
-        if lf:
-            # An LF completing a CRLF whose CR ended the previous chunk.
-            edge = out[0] == 0x0A and self._last_out == 0x0D
-            if lf != out.count(b"\r\n") + edge:
-                if edge:
-                    out = b"\n" + _BARE_LF.sub(b"\r\n", out[1:])
-                else:
-                    out = _BARE_LF.sub(b"\r\n", out)
-        self._last_out = out[-1]
-        return out
+    def _counts(self, buf: bytes, end: int) -> tuple[int, int, int, bool]:
+        """(CRs, CRLFs starting before `end`, LFs, every LF after a CR) over
+        buf[:end], at C speed. Skipped once a bare CR has settled the verdict."""
+        if self._bare_cr:
+            return 0, 0, 0, True
+        cr = buf.count(b"\r", 0, end)
+        crlf_from = buf.count(b"\r\n", 0, end + 1)
+        lf = buf.count(b"\n", 0, end)
+        crlf_in = crlf_from - (end > 0 and buf[end - 1] == 0x0D and buf[end : end + 1] == b"\n")
+        edge = buf[:1] == b"\n" and self._last_in == 0x0D
+        return cr, crlf_from, lf, lf == crlf_in + edge
+
+    @staticmethod
+    def _normalise(out: bytes, edge: bool) -> bytes:
+        """S-302: store a bare LF as CRLF. `edge`: the first byte is an LF
+        whose CR ended the previous chunk, so it is not bare."""
+        if edge:
+            return b"\n" + _BARE_LF.sub(b"\r\n", out[1:])
+        return _BARE_LF.sub(b"\r\n", out)
