@@ -9,12 +9,12 @@ file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import select
 import signal
 import subprocess
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
@@ -60,47 +60,41 @@ def _reply_for(status: int) -> tuple[Reply | None, str]:
 
 
 def hand_off(argv: list[str], header: bytes, spool_fd: int, body_offset: int, timeout: float) -> HandOff:
+    """Run sendmail, feed it header and body, collect its exit status and
+    the start of its standard error, all within `timeout`.
+
+    One poll loop, no helper thread: standard input is written as the pipe
+    takes it (sendfile from the spool), standard error is read as it comes,
+    and a pidfd says when the process has ended.
+    """
     start = time.monotonic()
-    errf = tempfile.TemporaryFile()
+    deadline = start + timeout
     try:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=errf,
-                close_fds=True,
-                start_new_session=True,
-                env=ENV,
-            )
-        except OSError as e:  # S-804
-            return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"cannot run {argv[0]}: {e.strerror or e}")
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
-        try:
-            _feed(proc, header, spool_fd, body_offset)
-            status = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:  # only if _feed raised unexpectedly
-                kill()
-                proc.wait()
-        errf.seek(0)
-        stderr = errf.read(STDERR_KEEP)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
+            env=ENV,
+        )
+    except OSError as e:  # S-804
+        return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"cannot run {argv[0]}: {e.strerror or e}")
+    feeder = _Feeder(proc, header, spool_fd, body_offset)
+    try:
+        finished = feeder.run(deadline)
     finally:
-        errf.close()
+        feeder.close()
+    if not finished:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # S-803: the whole group
+        except OSError:
+            pass
+    status = proc.wait()
+    stderr = bytes(feeder.stderr)
     elapsed = time.monotonic() - start
-    if timed_out.is_set():
+    if not finished:
         return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"timeout after {timeout:g}s", stderr, elapsed)
     if status < 0:
         return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"killed by signal {-status}", stderr, elapsed)
@@ -108,45 +102,116 @@ def hand_off(argv: list[str], header: bytes, spool_fd: int, body_offset: int, ti
     return HandOff(reply, kind, f"exit {status}", stderr, elapsed)
 
 
-def _feed(proc: subprocess.Popen, header: bytes, spool_fd: int, offset: int) -> None:
-    """Header, then the body straight from the spool file (sendfile)."""
-    stdin = proc.stdin
-    assert stdin is not None
-    out = stdin.fileno()
-    try:
-        fcntl.fcntl(out, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
-    except OSError:
-        pass
-    try:
-        view = memoryview(header)
-        while view:
-            n = os.write(out, view)
-            view = view[n:]
-        while True:
-            try:
-                n = os.sendfile(out, spool_fd, offset, CHUNK)
-            except OSError as e:
-                if e.errno not in (22, 38):  # EINVAL/ENOSYS: no sendfile here
-                    raise
-                n = _copy(out, spool_fd, offset)
-            if n == 0:
-                break
-            offset += n
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # sendmail stopped reading; its exit status decides
-    except OSError:
-        pass
-    finally:
+class _Feeder:
+    """The poll loop of one hand-off."""
+
+    def __init__(self, proc: subprocess.Popen, header: bytes, spool_fd: int, offset: int) -> None:
+        assert proc.stdin is not None and proc.stderr is not None
+        self.proc = proc
+        self.header = memoryview(header)
+        self.spool_fd = spool_fd
+        self.offset = offset
+        self.stdin: int | None = proc.stdin.fileno()
+        self.err: int | None = proc.stderr.fileno()
+        self.stderr = bytearray()
+        os.set_blocking(self.stdin, False)
+        os.set_blocking(self.err, False)
         try:
-            stdin.close()
+            body = os.fstat(spool_fd).st_size - offset
         except OSError:
-            pass
+            body = 0
+        if body > 64 * 1024:  # a bigger pipe for big messages: fewer wake-ups
+            try:
+                fcntl.fcntl(self.stdin, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+            except OSError:
+                pass
+        try:
+            self.pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None  # no pidfd: poll the exit status every 10 ms
+        self.exited = False
 
+    def run(self, deadline: float) -> bool:
+        """True once sendmail has exited and its input is done; False at the deadline."""
+        poller = select.poll()
+        poller.register(self.stdin, select.POLLOUT)
+        poller.register(self.err, select.POLLIN)
+        if self.pidfd is not None:
+            poller.register(self.pidfd, select.POLLIN)
+        while not (self.exited and self.stdin is None):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            wait = remaining if self.pidfd is not None else min(remaining, 0.01)
+            for fd, _ in poller.poll(wait * 1000):
+                if fd == self.stdin:
+                    if not self._write():
+                        poller.unregister(fd)
+                        self._close_stdin()
+                elif fd == self.err:
+                    if not self._read_stderr():
+                        poller.unregister(fd)
+                        self.proc.stderr.close()  # type: ignore[union-attr]
+                        self.err = None
+                elif fd == self.pidfd:
+                    self.exited = True
+                    poller.unregister(fd)
+            if self.pidfd is None and self.proc.poll() is not None:
+                self.exited = True
+            if self.exited and self.stdin is not None:
+                poller.unregister(self.stdin)
+                self._close_stdin()  # it stopped reading: its status decides
+        if self.err is not None:
+            self._read_stderr()  # what is already in the pipe
+        return True
 
-def _copy(out: int, fd: int, offset: int) -> int:
-    data = os.pread(fd, CHUNK, offset)
-    view = memoryview(data)
-    while view:
-        n = os.write(out, view)
-        view = view[n:]
-    return len(data)
+    def _write(self) -> bool:
+        """Write what the pipe takes; False when done or sendmail stopped reading."""
+        assert self.stdin is not None
+        try:
+            if self.header:
+                n = os.write(self.stdin, self.header)
+                self.header = self.header[n:]
+                return True
+            try:
+                n = os.sendfile(self.stdin, self.spool_fd, self.offset, CHUNK)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                data = os.pread(self.spool_fd, CHUNK, self.offset)
+                n = os.write(self.stdin, data) if data else 0
+            self.offset += n
+            return n > 0
+        except BlockingIOError:
+            return True
+        except OSError:  # EPIPE and friends
+            return False
+
+    def _read_stderr(self) -> bool:
+        assert self.err is not None
+        try:
+            while True:
+                data = os.read(self.err, 4096)
+                if not data:
+                    return False
+                room = STDERR_KEEP - len(self.stderr)
+                if room > 0:
+                    self.stderr += data[:room]
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def _close_stdin(self) -> None:
+        if self.stdin is not None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.stdin = None
+
+    def close(self) -> None:
+        self._close_stdin()
+        if self.err is not None:
+            self.proc.stderr.close()  # type: ignore[union-attr]
+            self.err = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None

@@ -55,6 +55,12 @@ class _StderrFormatter(logging.Formatter):
 def setup(kind: str = "stderr") -> None:
     """Send log lines to stderr (with an RFC 3339 stamp outside the
     journal) or to syslog, facility mail."""
+    # What the records need not carry (the logging docs' "Optimization"):
+    # no caller lookup, thread, process or multiprocessing names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
