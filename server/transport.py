@@ -12,14 +12,25 @@ import os
 import select
 import socket
 import ssl
+import time
 
 
-class Timeout(Exception):
-    """No bytes within the session timeout."""
+class Timeout(OSError):
+    """No bytes within the session timeout (an OSError: a send or a
+    handshake that times out ends the session like a broken socket)."""
 
 
 class Woken(Exception):
     """The wake descriptor became readable (shutdown, S-110)."""
+
+
+def _wait_for(fd: int, events: int, deadline: float) -> None:
+    """Wait for `events` on `fd` until `deadline` (time.monotonic())."""
+    poller = select.poll()
+    poller.register(fd, events)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(remaining * 1000):
+        raise Timeout()
 
 
 def _wait(fd: int, timeout: float, wake_fd: int | None) -> None:
@@ -28,7 +39,7 @@ def _wait(fd: int, timeout: float, wake_fd: int | None) -> None:
     poller.register(fd, select.POLLIN | select.POLLPRI)
     if wake_fd is not None:
         poller.register(wake_fd, select.POLLIN)
-    ready = poller.poll(timeout * 1000)
+    ready = poller.poll(timeout * 1000) if timeout > 0 else []
     if not ready:
         raise Timeout()
     if wake_fd is not None and all(f == wake_fd for f, _ in ready):
@@ -36,9 +47,14 @@ def _wait(fd: int, timeout: float, wake_fd: int | None) -> None:
 
 
 class SocketTransport:
+    """A client socket, kept non-blocking: every wait is one poll() with
+    the session's deadline, and no timeout is set or reset per call (each
+    settimeout costs two fcntl calls)."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.tls: ssl.SSLSocket | None = None
+        sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Replies are small and final: without this, a reply written
             # right after a TLS record (session tickets) waits ~40 ms for
@@ -54,28 +70,69 @@ class SocketTransport:
 
     def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
         sock = self.tls or self.sock
-        if not (self.tls and self.tls.pending()):
-            _wait(sock.fileno(), timeout, wake_fd)
-        sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not (self.tls and self.tls.pending()):
+                _wait(sock.fileno(), deadline - time.monotonic(), wake_fd)
+            try:
+                data = sock.recv(size)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                if time.monotonic() >= deadline:
+                    raise Timeout() from None
+                continue  # woken without a whole TLS record
+            except ssl.SSLError:
+                return b""  # a broken TLS stream is a lost connection
+            if self.tls is not None and data:
+                data = self._more_records(data, size)
+            return data
+
+    def _more_records(self, data: bytes, size: int) -> bytes:
+        """A TLS recv returns one record (16 KiB): take the ones already
+        here too, up to `size`, so a big message costs fewer rounds."""
+        assert self.tls is not None
+        parts = [data]
+        got = len(data)
         try:
-            return sock.recv(size)
-        except TimeoutError:
-            raise Timeout() from None
+            while got < size:
+                more = self.tls.recv(size - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
         except ssl.SSLError:
-            return b""  # a broken TLS stream is a lost connection
+            pass  # the next read reports it
+        return b"".join(parts) if len(parts) > 1 else data
 
     def send(self, data: bytes, timeout: float) -> None:
         if not data:
             return
         sock = self.tls or self.sock
-        sock.settimeout(timeout)
-        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            try:
+                n = sock.send(view)
+                view = view[n:]
+                continue
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                events = select.POLLOUT
+            except ssl.SSLWantReadError:
+                events = select.POLLIN
+            _wait_for(sock.fileno(), events, deadline)
 
     def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
-        self.sock.settimeout(timeout)
         tls = ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        tls.settimeout(timeout)
-        tls.do_handshake()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                _wait_for(tls.fileno(), select.POLLIN, deadline)
+            except ssl.SSLWantWriteError:
+                _wait_for(tls.fileno(), select.POLLOUT, deadline)
         self.tls = tls
         return tls
 
