@@ -153,7 +153,14 @@ def drop_privileges(user: str) -> None:
 
 
 def serve(cfg: Config) -> int:
-    maillog.setup(cfg.log)
+    maillog.setup(cfg.log, threaded=True)
+    try:
+        return _serve(cfg)
+    finally:
+        maillog.stop()
+
+
+def _serve(cfg: Config) -> int:
     try:
         runtime = build_runtime(cfg)
         removed = spool.prepare(cfg.spool)

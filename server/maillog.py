@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import queue
 import sys
 import time
 
@@ -38,29 +39,46 @@ def client_name(ip: str, port: int | None) -> str:
     return f"unknown[{ip}]:{port}" if port is not None else f"unknown[{ip}]"
 
 
-class _StderrFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """`msa[PID]: message`, after an RFC 3339 stamp when `stamp` is set.
+    Runs in one thread (the queue listener), so its little cache is safe."""
+
     def __init__(self, stamp: bool) -> None:
         super().__init__()
         self.stamp = stamp
+        self.pid = os.getpid()
+        self._second = -1
+        self._base = ""
+        self._zone = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"msa[{os.getpid()}]: {record.getMessage()}"
-        if self.stamp:
-            t = time.localtime(record.created)
+        line = f"msa[{self.pid}]: {record.getMessage()}"
+        if not self.stamp:
+            return line
+        second = int(record.created)
+        if second != self._second:  # strftime once a second, not per line
+            t = time.localtime(second)
             z = time.strftime("%z", t)
-            line = time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}{z[:3]}:{z[3:]} " + line
-        return line
+            self._second, self._base, self._zone = second, time.strftime("%Y-%m-%dT%H:%M:%S", t), f"{z[:3]}:{z[3:]}"
+        return f"{self._base}.{int(record.msecs):03d}{self._zone} {line}"
 
 
-def setup(kind: str = "stderr") -> None:
+_listener: logging.handlers.QueueListener | None = None
+
+
+def setup(kind: str = "stderr", threaded: bool = False) -> None:
     """Send log lines to stderr (with an RFC 3339 stamp outside the
-    journal) or to syslog, facility mail."""
+    journal) or to syslog, facility mail. With `threaded` (the daemon),
+    sessions only queue their records and one thread writes them, so no
+    session waits on another's write."""
+    global _listener
     # What the records need not carry (the logging docs' "Optimization"):
     # no caller lookup, thread, process or multiprocessing names.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    stop()
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
@@ -72,13 +90,27 @@ def setup(kind: str = "stderr") -> None:
             )
         except OSError:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(_StderrFormatter(stamp=True))
+            handler.setFormatter(_Formatter(stamp=True))
         else:
-            handler.setFormatter(logging.Formatter("msa[%(process)d]: %(message)s"))
+            handler.setFormatter(_Formatter(stamp=False))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_StderrFormatter(stamp="JOURNAL_STREAM" not in os.environ))
-    log.addHandler(handler)
+        handler.setFormatter(_Formatter(stamp="JOURNAL_STREAM" not in os.environ))
+    if threaded:
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        log.addHandler(logging.handlers.QueueHandler(q))
+        _listener = logging.handlers.QueueListener(q, handler)
+        _listener.start()
+    else:
+        log.addHandler(handler)
+
+
+def stop() -> None:
+    """Write out what is queued (the daemon calls this before it exits)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
 
 
 # -- events -------------------------------------------------------------------------
