@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 DEFAULT_CONFIG = "/etc/msa/msa.conf"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(with_user: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="msa.py",
         description="A mail submission agent: authenticates users, checks their senders, "
@@ -39,9 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("user", help="edit the users database")
     conf(sp)
     sp.add_argument("--users", metavar="FILE", help="the users database (default: from the configuration)")
-    from server import usercmd
+    if with_user:  # its subcommands cost an import that inetd mode need not pay
+        from server import usercmd
 
-    usercmd.build_parser(sp)
+        usercmd.build_parser(sp)
     return p
 
 
@@ -57,7 +58,9 @@ def _load_config(path: str) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    daemon = bool(words) and words[0] in ("serve", "inetd", "check") and not {"-h", "--help"} & set(words)
+    args = _parser(with_user=not daemon).parse_args(argv)
     if args.command == "check":
         from server import check
 

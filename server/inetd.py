@@ -18,8 +18,7 @@ import sys
 from . import maillog, spool
 from .auth import Authenticator
 from .config import Config
-from .lifecycle import StartupError, build_runtime
-from .runtime import Server
+from .runtime import Server, StartupError, build_runtime
 from .session import Session
 from .transport import PipeTransport, SocketTransport
 

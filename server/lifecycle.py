@@ -10,55 +10,23 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
 
 import sasl
 
-from . import maillog, spool, tls
+from . import maillog, spool
 from .auth import Authenticator
 from .config import Config, Listen
 from .listener import Listener
-from .runtime import Runtime, Server
+from .runtime import Server, StartupError, build_runtime
 
 DRAIN_GRACE = 10.0  # seconds beyond sendmail_timeout (DESIGN.md)
 #: Session threads need little stack (no deep recursion; TLS and argon2 run
 #: in C); 512 KiB instead of 8 MiB keeps 1000 idle sessions cheap.
 THREAD_STACK = 512 * 1024
 WATCH_INTERVAL = 1.0
-
-
-class StartupError(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def load_users(cfg: Config) -> sasl.UserDB:
-    """The users database; a missing file is an empty one (CONTRACT.md)."""
-    if not os.path.exists(cfg.users):
-        maillog.warning(f"{cfg.users}: users database does not exist; no user can authenticate")
-    return sasl.load(cfg.users)
-
-
-def build_runtime(cfg: Config) -> Runtime:
-    problems: list[str] = []
-    ctx = None
-    if cfg.tls_cert and cfg.tls_key:
-        try:
-            ctx = tls.server_context(cfg.tls_cert, cfg.tls_key)
-        except (OSError, ssl.SSLError) as e:
-            problems.append(f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {getattr(e, 'strerror', None) or e}")
-    users = None
-    try:
-        users = load_users(cfg)
-    except sasl.UserDBError as e:
-        problems.extend(e.problems)
-    if problems:
-        raise StartupError(problems)
-    return Runtime(cfg, ctx, users)
 
 
 def reload(server: Server) -> bool:

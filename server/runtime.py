@@ -16,10 +16,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import sasl
+from sasl.throttle import client_key as ip_key
 from smtp_states import Settings
 
-from sasl.throttle import client_key as ip_key
-
+from . import maillog, tls
 from .config import Config
 
 
@@ -136,3 +137,34 @@ class Server:
     def live_sessions(self) -> list[Any]:
         with self._lock:
             return list(self.sessions)
+
+
+class StartupError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_users(cfg: Config) -> sasl.UserDB:
+    """The users database; a missing file is an empty one (CONTRACT.md)."""
+    if not os.path.exists(cfg.users):
+        maillog.warning(f"{cfg.users}: users database does not exist; no user can authenticate")
+    return sasl.load(cfg.users)
+
+
+def build_runtime(cfg: Config) -> Runtime:
+    problems: list[str] = []
+    ctx = None
+    if cfg.tls_cert and cfg.tls_key:
+        try:
+            ctx = tls.server_context(cfg.tls_cert, cfg.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            problems.append(f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {getattr(e, 'strerror', None) or e}")
+    users = None
+    try:
+        users = load_users(cfg)
+    except sasl.UserDBError as e:
+        problems.extend(e.problems)
+    if problems:
+        raise StartupError(problems)
+    return Runtime(cfg, ctx, users)

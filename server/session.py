@@ -31,9 +31,7 @@ from smtp_states import (
 )
 from smtp_states import replies as R
 
-import headers
-
-from . import delivery, maillog, tls
+from . import maillog, tls
 from .runtime import Server, client_ip, new_id
 from .spool import SpoolFile
 from .transport import Timeout, Woken
@@ -63,7 +61,7 @@ class Session:
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
         self.spool: SpoolFile | None = None
-        self.header = headers.HeaderReader()
+        self.header: Any = None  # headers.HeaderReader, made at DATA
         self.qid: str | None = None
         self.sender: str | None = None
         self.method: str | None = None
@@ -214,6 +212,8 @@ class Session:
 
     # -- spool and hand-off -----------------------------------------------------------
     def _open_spool(self) -> None:
+        import headers  # lazily: inetd mode greets sooner (DESIGN.md)
+
         self._drop_spool()
         self.header = headers.HeaderReader()
         try:
@@ -228,6 +228,8 @@ class Session:
             self.spool = None
 
     def _deliver(self, ev: DataEnd) -> R.Reply:
+        from . import delivery  # lazily, as headers
+
         spool = self.spool
         qid = self.qid or self.sid
         env = ev.envelope
@@ -256,6 +258,8 @@ class Session:
     def _prepare(self, spool: SpoolFile, ev: DataEnd) -> tuple[bytes, int, R.Reply | None]:
         """Check and complete the header (SPEC.md §6-§7): the new header
         block, the body's offset in the spool file, or a refusal."""
+        import headers
+
         conn = self.conn
         assert conn is not None
         block = self.header.finish()
@@ -289,7 +293,7 @@ class Session:
             return b"", 0, self._sender_refusal(fixed, user or "")
         return fixed, block.body_offset, None
 
-    def _sender_refusal(self, problem: headers.SenderProblem, user: str) -> R.Reply:
+    def _sender_refusal(self, problem: Any, user: str) -> R.Reply:
         qid = self.qid or self.sid
         if problem.kind == "not_owned":
             reply = R.from_not_owned(problem.address or "", user)
