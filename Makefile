@@ -76,12 +76,16 @@ bench: $(VENV)/.ready
 # -- the single-file build (DESIGN.md "Build and deploy") -------------------------------------
 dist: msa.pyz
 
-msa.pyz: msa.py $(wildcard smtp_states/*.py sasl/*.py headers/*.py server/*.py)
+msa.pyz: Makefile msa.py $(wildcard smtp_states/*.py sasl/*.py headers/*.py server/*.py)
 	rm -rf build && mkdir -p build
 	cp msa.py build/
 	for pkg in smtp_states sasl headers server; do \
 	  mkdir -p build/$$pkg && cp $$pkg/*.py build/$$pkg/; done
 	find build -exec touch -h -d '2020-01-01 00:00:00' {} +
+	# Bytecode beside each source (unchecked-hash .pyc, which zipimport
+	# uses as is): the host skips compiling at every start. Another Python
+	# version ignores it and compiles the sources.
+	$(PYTHON) -m compileall -q -b --invalidation-mode unchecked-hash build
 	$(PYTHON) -m zipapp build -m msa:main -p "/usr/bin/env python3" -o $@
 	@echo "built $@; it needs Python 3.10+ and argon2-cffi on the host (Debian: python3-argon2, python3-idna)"
 
