@@ -99,8 +99,9 @@ def _notify(state: str) -> None:
         pass
 
 
-def drop_privileges(user: str) -> None:
-    import grp
+def drop_privileges(user: str, spool_dir: str) -> None:
+    """Become `user` after binding (DESIGN.md): the spool directory is
+    handed to that user first, since it writes and removes the files."""
     import pwd
 
     try:
@@ -112,12 +113,26 @@ def drop_privileges(user: str) -> None:
             return
         raise StartupError([f"run_as: switching to {user} needs root"])
     try:
+        os.chown(spool_dir, pw.pw_uid, pw.pw_gid)
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
     except OSError as e:
         raise StartupError([f"run_as: cannot switch to {user}: {e.strerror}"]) from None
-    del grp
+
+
+def _preload() -> None:
+    """Import now what sessions import lazily (inetd mode greets sooner
+    without them): after run_as, the library may not be readable."""
+    import headers  # noqa: F401
+
+    from . import delivery  # noqa: F401
+
+    try:
+        import idna  # noqa: F401  (S-603, used by sasl.userdb)
+        import idna.uts46data  # noqa: F401  (loaded by idna on first use)
+    except ImportError:
+        pass
 
 
 def serve(cfg: Config) -> int:
@@ -142,6 +157,7 @@ def _serve(cfg: Config) -> int:
     if removed:
         maillog.warning(f"removed {removed} stale spool file(s) from {cfg.spool}")
     sasl.warm_up()  # S-510: the first unknown user costs what a known one does
+    _preload()
     server = Server(runtime)
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
 
@@ -165,7 +181,7 @@ def _serve(cfg: Config) -> int:
         return 1
     if cfg.run_as:
         try:
-            drop_privileges(cfg.run_as)
+            drop_privileges(cfg.run_as, cfg.spool)
         except StartupError as e:
             for p in e.problems:
                 print(p, file=sys.stderr)

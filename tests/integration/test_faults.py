@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -251,3 +253,57 @@ def test_client_leaving_after_the_final_dot_does_not_stop_the_hand_off(msa):  # 
     msa.wait_log(r"left after the final dot; the message was handed on and may be sent again")
     assert len(msa.outbox.messages()) == 1
     assert msa.spool_files() == []
+
+
+def test_run_as_drops_privileges_after_binding(tmp_path, certs):  # CONTRACT run_as
+    if os.getuid() != 0:
+        pytest.skip("run_as needs root to switch users")
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    # Outside pytest's 0700 tree, so that nobody can reach the spool and the
+    # outbox; the sendmail is a shell line, as nobody cannot run this venv.
+    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
+    os.chmod(base, 0o755)
+    outbox = base / "outbox"
+    outbox.mkdir(mode=0o777)
+    os.chmod(outbox, 0o777)
+    try:
+        m = msatest.start(tmp_path / "m", certs, run_as="nobody", spool=str(base / "spool"),
+                          sendmail=f"/bin/sh -c 'cat > \"$0/message\"' {outbox}")
+        try:
+            with open(f"/proc/{m.proc.pid}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+            assert {int(u) for u in uids} == {nobody.pw_uid}
+            assert os.stat(base / "spool").st_uid == nobody.pw_uid
+            w = _start_transaction(m)
+            w.send(HDR + b"Subject: as nobody\r\n\r\nok\r\n.\r\n")
+            assert w.reply()[0] == 250
+            assert (outbox / "message").read_bytes().endswith(b"Subject: as nobody\r\n\r\nok\r\n")
+            assert os.stat(outbox / "message").st_uid == nobody.pw_uid
+        finally:
+            m.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ipv6_listener(start_msa):  # CONTRACT listen, S-706
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    m = start_msa(listen="[::1]:0 starttls", trusted_networks="::1/128")
+    w = Wire.connect(m.ports["starttls6"], host="::1")
+    assert w.reply()[0] == 220
+    w.expect("EHLO x.example", 250)
+    w.starttls(m.client_ctx)
+    w.expect("EHLO x.example", 250)
+    w.transaction("alice@example.org", "bob@example.net")
+    w.send(HDR + b"Subject: v6\r\n\r\nok\r\n.\r\n")
+    assert w.reply()[0] == 250
+    [d] = m.outbox.messages()
+    assert d.data.startswith(b"Received: from x.example ([IPv6:::1])\r\n")
+    m.wait_log(r"connect from unknown\[::1\]:\d+")
