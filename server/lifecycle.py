@@ -136,14 +136,7 @@ def _preload() -> None:
 
 
 def serve(cfg: Config) -> int:
-    maillog.setup(cfg.log, threaded=True)
-    try:
-        return _serve(cfg)
-    finally:
-        maillog.stop()
-
-
-def _serve(cfg: Config) -> int:
+    maillog.setup(cfg.log)
     try:
         runtime = build_runtime(cfg)
         removed = spool.prepare(cfg.spool)

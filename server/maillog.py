@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import queue
 import sys
 import time
 
@@ -40,45 +39,58 @@ def client_name(ip: str, port: int | None) -> str:
 
 
 class _Formatter(logging.Formatter):
-    """`msa[PID]: message`, after an RFC 3339 stamp when `stamp` is set.
-    Runs in one thread (the queue listener), so its little cache is safe."""
+    """`msa[PID]: message`, after an RFC 3339 stamp when `stamp` is set."""
 
     def __init__(self, stamp: bool) -> None:
         super().__init__()
         self.stamp = stamp
         self.pid = os.getpid()
-        self._second = -1
-        self._base = ""
-        self._zone = ""
+        self._cache = (-1, "", "")  # (second, stamp, zone), replaced whole
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"msa[{self.pid}]: {record.getMessage()}"
         if not self.stamp:
             return line
         second = int(record.created)
-        if second != self._second:  # strftime once a second, not per line
+        cached = self._cache
+        if cached[0] != second:  # strftime once a second, not per line
             t = time.localtime(second)
             z = time.strftime("%z", t)
-            self._second, self._base, self._zone = second, time.strftime("%Y-%m-%dT%H:%M:%S", t), f"{z[:3]}:{z[3:]}"
-        return f"{self._base}.{int(record.msecs):03d}{self._zone} {line}"
+            cached = self._cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", t), f"{z[:3]}:{z[3:]}")
+        return f"{cached[1]}.{int(record.msecs):03d}{cached[2]} {line}"
 
 
-_listener: logging.handlers.QueueListener | None = None
+class _LineHandler(logging.Handler):
+    """One write(2) per line, without the handler lock: a line is written
+    whole by one system call, so threads need not queue behind each
+    other's writes (with the lock they convoyed on the GIL)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no self.lock
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:
+            pass  # a log that cannot be written must not stop mail
 
 
-def setup(kind: str = "stderr", threaded: bool = False) -> None:
+def setup(kind: str = "stderr") -> None:
     """Send log lines to stderr (with an RFC 3339 stamp outside the
-    journal) or to syslog, facility mail. With `threaded` (the daemon),
-    sessions only queue their records and one thread writes them, so no
-    session waits on another's write."""
-    global _listener
+    journal) or to syslog, facility mail."""
     # What the records need not carry (the logging docs' "Optimization"):
     # no caller lookup, thread, process or multiprocessing names.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    stop()
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
@@ -89,28 +101,14 @@ def setup(kind: str = "stderr", threaded: bool = False) -> None:
                 address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
             )
         except OSError:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _LineHandler(sys.stderr.fileno())
             handler.setFormatter(_Formatter(stamp=True))
         else:
             handler.setFormatter(_Formatter(stamp=False))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _LineHandler(sys.stderr.fileno())
         handler.setFormatter(_Formatter(stamp="JOURNAL_STREAM" not in os.environ))
-    if threaded:
-        q: queue.SimpleQueue = queue.SimpleQueue()
-        log.addHandler(logging.handlers.QueueHandler(q))
-        _listener = logging.handlers.QueueListener(q, handler)
-        _listener.start()
-    else:
-        log.addHandler(handler)
-
-
-def stop() -> None:
-    """Write out what is queued (the daemon calls this before it exits)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    log.addHandler(handler)
 
 
 # -- events -------------------------------------------------------------------------
