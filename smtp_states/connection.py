@@ -9,19 +9,15 @@ Whether a command may run in a state is decided in `states.py` only.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any, Protocol
 from collections.abc import Callable
 
-from sasl import Challenge, Failure
-
 from . import commands as C
+from .auth import AuthExchange
 from . import replies as R
 from .data import DataDecoder, DataError
 from .events import (
-    AuthCheck,
     Close,
     DataChunk,
     DataEnd,
@@ -83,7 +79,7 @@ class _Transaction:
         return Envelope(self.sender, tuple(self.recipients), self.size, self.body, self.smtputf8)
 
 
-class Connection:
+class Connection(AuthExchange):
     def __init__(self, settings: Settings, policy: Policy, *, tls: bool, trusted: bool) -> None:
         self.settings = settings
         self.policy = policy
@@ -155,22 +151,6 @@ class Connection:
         self._tx = None
         self._paused = None
         return self._run(None)
-
-    def auth_done(self, result: Any) -> list[Event]:
-        """Answer an AuthCheck with a verify.AuthResult (ok, username, temporary)."""
-        self._paused = None
-        events: list[Event] = []
-        if result.ok:
-            self.user = result.username
-            self._send(R.AUTH_OK)
-        elif result.temporary:
-            self._send(R.AUTH_TEMPFAIL)
-        else:
-            self._auth_failures += 1
-            self._send(R.AUTH_INVALID)
-            if self._auth_failures >= self.settings.auth_failures:  # S-511
-                return self._close(R.too_many_auth_failures(self.settings.hostname), "auth failures")
-        return events + self._run(None)
 
     def delivery_done(self, reply: Reply) -> list[Event]:
         """Answer a DataEnd with the final reply (S-309, S-803)."""
@@ -322,12 +302,6 @@ class Connection:
     def _helo(self, arg: bytes, events: list[Event]) -> None:
         self._ehlo(arg, events, esmtp=False)
 
-    def _auth_offered(self) -> bool:
-        s = self.settings
-        return bool(s.auth_mechanisms) and s.new_mechanism is not None and (
-            self.tls or not s.require_tls_for_auth
-        )
-
     def _starttls(self, arg: bytes, events: list[Event]) -> None:
         if arg:
             self._reply(R.SYNTAX_NO_ARGS, events, "STARTTLS")
@@ -462,88 +436,6 @@ class Connection:
         events.extend(self._close(R.BYE, "quit"))
 
     # -- AUTH (RFC 4954, SPEC.md §5) ----------------------------------------------------
-    def _auth(self, arg: bytes, events: list[Event]) -> None:
-        s = self.settings
-        if self.esmtp is False:
-            self._reply(R.SEND_EHLO_FIRST, events, "AUTH")
-            return
-        if self.user is not None:
-            self._reply(R.AUTH_ALREADY, events, "AUTH")
-            return
-        if not arg:
-            self._reply(R.SYNTAX_AUTH, events, "AUTH")
-            return
-        if not self.tls and s.require_tls_for_auth:
-            self._reply(R.AUTH_NEEDS_TLS, events, "AUTH")  # S-501: nothing decoded
-            return
-        name_b, _, initial = arg.partition(b" ")
-        name = name_b.decode("ascii").upper()
-        if not self._auth_offered() or name not in s.auth_mechanisms:
-            self._reply(R.AUTH_UNKNOWN_MECHANISM, events, "AUTH")
-            return
-        assert s.new_mechanism is not None
-        mech = s.new_mechanism(name)
-        if mech is None:
-            self._reply(R.AUTH_UNKNOWN_MECHANISM, events, "AUTH")
-            return
-        initial = initial.strip(b" ")
-        decoded: bytes | None
-        if not initial:
-            decoded = None
-        elif initial == b"=":
-            decoded = b""  # S-502
-        elif initial == b"*":
-            self._reply(R.AUTH_CANCELLED, events, "AUTH")
-            return
-        else:
-            decoded = _b64decode(initial)
-            if decoded is None:
-                self._reply(R.AUTH_BAD_BASE64, events, "AUTH")
-                return
-        self._mech_name = name
-        self._auth_step(mech, mech.start(decoded), events)
-
-    def _auth_response(self, line: bytes, events: list[Event]) -> None:
-        text = C.split_line(line)
-        if text == b"*":
-            self._end_auth()
-            self._reply(R.AUTH_CANCELLED, events, "AUTH")  # S-502
-            return
-        decoded = _b64decode(text)
-        if decoded is None:
-            self._end_auth()
-            self._reply(R.AUTH_BAD_BASE64, events, "AUTH")
-            return
-        self._auth_step(self._mech, self._mech.step(decoded), events)
-
-    def _auth_step(self, mech: Any, step: Any, events: list[Event]) -> None:
-        if isinstance(step, Challenge):
-            self._mech = mech
-            self.state = State.AUTH
-            self._send(R.Reply(334, "", base64.b64encode(step.data).decode("ascii")))
-            return
-        self._end_auth()
-        if isinstance(step, Failure) and step.initial_response_refused:
-            self._reply(R.AUTH_NO_INITIAL, events, "AUTH")  # S-501, RFC 4954 §4
-            return
-        # Credentials, or a Failure: both go to the shell, which verifies the
-        # one, and logs and throttles the other, before answering (S-511).
-        self._paused = AuthCheck
-        events.append(AuthCheck(self._mech_name, step))
-
-    def _end_auth(self) -> None:
-        self._mech = None
-        if self.state is State.AUTH:
-            self.state = State.GREETED
-
-
-def _b64decode(text: bytes) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)  # S-502: strict
-    except (binascii.Error, ValueError):
-        return None
-
-
 def _show(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
