@@ -13,7 +13,7 @@ ratio, the target, and met / NOT MET for each line.
 
 Cases:
   1  one 100 MiB message, STARTTLS + AUTH PLAIN, null sendmail: MiB/s
-  2  peak RSS growth of msa during 10, 100 and 500 MiB messages
+  2  peak RSS growth of msa during 10, 50, 100 and 500 MiB messages; the 50 MiB time
   3  4 KiB messages, 8 sessions, null sendmail: msgs/s (+ spawn floor)
   4  4 KiB messages through the private Postfix's sendmail (+ its floor)
   5  TLS + AUTH PLAIN sessions/s, credential cache off and on (+ argon2 floor)
@@ -396,7 +396,8 @@ class Bench:
         if 1 in self.cases and self.postfix is not None:
             pf = loadgen.open_session(self.postfix.port, tls=None, mode="plain", user=None, password=None)
             loadgen.send_big(pf, 2 * MIB, chunk)
-        sizes = [10, 100, 100, 500] if 2 in self.cases else [100, 100]
+        sizes = [10, 50, 100, 100, 500] if 2 in self.cases else [100, 100]
+        seconds: dict[int, float] = {}
         with self.phase(name, m):
             for size in sizes:
                 log(f"msa: {size} MiB over STARTTLS + AUTH")
@@ -407,6 +408,7 @@ class Bench:
                 cpu_share.append((proc_cpu(pid) - cpu0) / (time.perf_counter() - t0))
                 peak = rss_kib(pid, "VmHWM")
                 growth[size] = max(growth.get(size, 0.0), (peak - before) / 1024)
+                seconds[size] = r.seconds
                 if size == 100:
                     tls_rates.append(r.size / MIB / r.seconds)
                     if pf is not None:
@@ -447,9 +449,11 @@ class Bench:
             self.rows.append(Row("1", "same message, msa plaintext (trusted, no TLS)", plain, "MiB/s",
                                  "msa STARTTLS+AUTH", msa_rate, "", note="information: what TLS costs msa"))
         if 2 in self.cases:
-            for size in (10, 100, 500):
+            for size in (10, 50, 100, 500):
                 self.rows.append(Row("2", f"peak RSS growth, {size} MiB msg (VmHWM)", growth[size], "MiB",
                                      target="<= 32 MiB", abs_max=32.0))
+            self.rows.append(Row("2", "50 MiB msg, STARTTLS+AUTH, checked, fixed, handed on", seconds[50], "s",
+                                 note="information: from the first DATA byte to the 250 reply"))
 
     # -- case 3: small messages, null sendmail ----------------------------------------------
     def case_small(self) -> None:
