@@ -114,8 +114,8 @@ class Session:
             if self.server.stopping.is_set() and not conn.in_transaction:
                 self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))  # S-110
                 break
-            if not conn.wants_input():
-                break  # cannot happen in this shell: it never reads while paused
+            # No read happens while the core is paused (S-105): each pausing
+            # event is answered in _handle before the next read.
             wake = None if conn.in_transaction else self.server.stop_fd  # S-110
             try:
                 data = self.transport.recv(RECV_SIZE, timeout, wake)
