@@ -46,7 +46,7 @@ run: $(VENV)/.ready demo-files
 	@echo "msa demo: STARTTLS on 127.0.0.1:$(DEMO_STARTTLS_PORT), implicit TLS on 127.0.0.1:$(DEMO_TLS_PORT)"
 	@echo "Log in as user 'demo', password 'correct horse battery'; it may send as demo@example.com or any @demo.example address."
 	@echo "Send a test message from another terminal, for example:"
-	@echo "  swaks --server 127.0.0.1:$(DEMO_STARTTLS_PORT) --tls --tls-verify-off -au demo -ap 'correct horse battery' \\"
+	@echo "  swaks --server 127.0.0.1:$(DEMO_STARTTLS_PORT) --tls -au demo -ap 'correct horse battery' \\"
 	@echo "        --from demo@example.com --to you@example.net"
 	@echo "  or see README.md for a Python smtplib one-liner."
 	@echo "Each message msa hands on appears in $(DEMO)/mail/. Stop with Ctrl-C."
