@@ -59,12 +59,12 @@ class Config:
         return f"{self.path}:{line}" if line else self.path
 
     def is_trusted(self, ip: str) -> bool:
+        """`ip` as runtime.client_ip() gives it (::ffff:a.b.c.d already
+        a.b.c.d, S-109)."""
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped  # S-109
         return any(addr in net for net in self.trusted_networks if net.version == addr.version)
 
 

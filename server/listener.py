@@ -62,14 +62,14 @@ class Listener(socketserver.ThreadingTCPServer):
         if not self.msa.slots.acquire(ip):
             self._refuse(request)
             return
-        try:
-            super().process_request(request, client_address)
+        try:  # the session gets the address in its S-109 form
+            super().process_request(request, (ip, client_address[1]))
         except RuntimeError:  # can't start a thread
             self.msa.slots.release(ip)
             self.shutdown_request(request)
 
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
-        ip = client_ip(client_address[0])
+        ip = client_address[0]  # normalised by process_request
         try:
             session = Session(
                 self.msa, SocketTransport(request), ip, client_address[1], self.implicit_tls

@@ -46,7 +46,6 @@ class Reply:
 
 # -- session -----------------------------------------------------------------
 OK = Reply(250, "2.0.0", "Ok")
-RESET_OK = OK
 BYE = Reply(221, "2.0.0", "Bye")
 HELP = Reply(214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)")
 VRFY = Reply(252, "2.0.0", "Not verified; send mail to find out")
