@@ -24,22 +24,19 @@ class Woken(Exception):
     """The wake descriptor became readable (shutdown, S-110)."""
 
 
-def _wait_for(fd: int, events: int, deadline: float) -> None:
-    """Wait for `events` on `fd` until `deadline` (time.monotonic())."""
+_READABLE = select.POLLIN | select.POLLPRI
+
+
+def _wait(fd: int, events: int, deadline: float, wake_fd: int | None = None) -> None:
+    """Wait for `events` on `fd` until `deadline` (time.monotonic()); raise
+    Woken if only `wake_fd` became readable. poll(), not select(): no
+    FD_SETSIZE limit with a thousand sessions."""
     poller = select.poll()
     poller.register(fd, events)
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 or not poller.poll(remaining * 1000):
-        raise Timeout()
-
-
-def _wait(fd: int, timeout: float, wake_fd: int | None) -> None:
-    """Wait until `fd` is readable; poll(), not select(): no FD_SETSIZE."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
     if wake_fd is not None:
         poller.register(wake_fd, select.POLLIN)
-    ready = poller.poll(timeout * 1000) if timeout > 0 else []
+    remaining = deadline - time.monotonic()
+    ready = poller.poll(remaining * 1000) if remaining > 0 else []
     if not ready:
         raise Timeout()
     if wake_fd is not None and all(f == wake_fd for f, _ in ready):
@@ -73,7 +70,7 @@ class SocketTransport:
         deadline = time.monotonic() + timeout
         while True:
             if not (self.tls and self.tls.pending()):
-                _wait(sock.fileno(), deadline - time.monotonic(), wake_fd)
+                _wait(sock.fileno(), _READABLE, deadline, wake_fd)
             try:
                 data = sock.recv(size)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -120,7 +117,7 @@ class SocketTransport:
                 events = select.POLLOUT
             except ssl.SSLWantReadError:
                 events = select.POLLIN
-            _wait_for(sock.fileno(), events, deadline)
+            _wait(sock.fileno(), events, deadline)
 
     def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         tls = ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
@@ -130,9 +127,9 @@ class SocketTransport:
                 tls.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                _wait_for(tls.fileno(), select.POLLIN, deadline)
+                _wait(tls.fileno(), select.POLLIN, deadline)
             except ssl.SSLWantWriteError:
-                _wait_for(tls.fileno(), select.POLLOUT, deadline)
+                _wait(tls.fileno(), select.POLLOUT, deadline)
         self.tls = tls
         return tls
 
@@ -172,7 +169,7 @@ class PipeTransport:
         return False
 
     def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
-        _wait(self.rfd, timeout, wake_fd)
+        _wait(self.rfd, _READABLE, time.monotonic() + timeout, wake_fd)
         return os.read(self.rfd, size)
 
     def send(self, data: bytes, timeout: float) -> None:
