@@ -174,11 +174,9 @@ class PipeTransport:
 
     def send(self, data: bytes, timeout: float) -> None:
         view = memoryview(data)
-        poller = select.poll()
-        poller.register(self.wfd, select.POLLOUT)
+        deadline = time.monotonic() + timeout  # for the whole write, as on sockets
         while view:
-            if not poller.poll(timeout * 1000):
-                raise Timeout()
+            _wait(self.wfd, select.POLLOUT, deadline)
             n = os.write(self.wfd, view)
             view = view[n:]
 
