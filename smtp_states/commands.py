@@ -28,7 +28,7 @@ _QUOTED_UTF8 = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x2
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _LABEL_UTF8 = re.compile(r"(?:[A-Za-z0-9]|[^\x00-\x7f])(?:(?:[A-Za-z0-9-]|[^\x00-\x7f])*(?:[A-Za-z0-9]|[^\x00-\x7f]))?\Z")
 _IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\Z")
-_GENERAL_LIT = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+_IPV6_TEXT = re.compile(r"[0-9A-Fa-f:.]+\Z")  # no zone ID ("%eth0"), nothing else
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
 
@@ -84,21 +84,27 @@ class Path:
 
 
 def _check_domain(domain: str, utf8: bool) -> tuple[bool, bool]:
-    """(valid, literal) for a domain or address literal (RFC 5321 §4.1.3)."""
+    """(valid, literal) for a domain or address literal (RFC 5321 §4.1.3).
+
+    Only `[IPv4]` and `[IPv6:...]` literals that `ipaddress` parses, with
+    no zone ID, are taken (S-206): RFC 5321's General-address-literal
+    `[tag:text]` and a zone ID may hold `,`, `(`, `!` or `]`, which an
+    MTA's sendmail reads as more addresses, so one RCPT would become
+    several recipients there (S-1004).
+    """
     if domain.startswith("["):
         if not domain.endswith("]"):
             return False, True
         inner = domain[1:-1]
         if _IPV4.match(inner):
             return True, True
-        if inner[:5].lower() == "ipv6:":
-
+        if inner[:5].lower() == "ipv6:" and _IPV6_TEXT.match(inner[5:]):
             try:
                 ipaddress.IPv6Address(inner[5:])
             except ValueError:
                 return False, True
             return True, True
-        return bool(_GENERAL_LIT.match(inner)) and not inner.lower().startswith("ipv6"), True
+        return False, True
     if not domain or len(domain.encode()) > MAX_DOMAIN:
         return False, False
     label = _LABEL_UTF8 if utf8 else _LABEL

@@ -289,3 +289,117 @@ def test_check_warns_about_postfix_message_size_limit(postfix, certs, tmp_path):
     assert p.returncode == 0, out
     assert re.search(r"warning: .*Postfix's message_size_limit is 1000000, below max_message_size 2000000",
                      out), out
+
+
+# -- 6. one accepted RCPT is one recipient at the MTA ---------------------------------------
+#: Recipients msa's grammar accepts (S-206) whose text holds what an address
+#: list parser could split on: Postfix's sendmail parses each command-line
+#: argument as an RFC 822 address list (tok822), so any of these reaching
+#: it as more than one mailbox would deliver to addresses msa never
+#: accepted and never logged.
+HOSTILE_RECIPIENTS = [
+    '"a,b"@example.test',
+    '"a;b"@example.test',
+    '"a(b"@example.test',
+    '"a)b"@example.test',
+    '"a<b"@example.test',
+    '"a>b"@example.test',
+    '"a b, c d"@example.test',
+    '"a:b"@example.test',
+    '"a@b,c@d"@example.test',
+    '"a\\"b,c"@example.test',
+    '"a\\\\,b"@example.test',
+    '"\\,"@example.test',
+    '""@example.test',
+    '" "@example.test',
+    '"[x]"@example.test',
+    '"bob@example.test,carol@example.test"@example.test',
+    'a!carol@example.test',
+    'a%carol@example.test',
+    "a|b@example.test",
+    "#a@example.test",
+    "{a}=b'c@example.test",
+    "a/b?c^d`e~f@example.test",
+    "bob@[127.0.0.1]",
+    "bob@[IPv6:::1]",
+    "@relay.example,@other.example:dave@example.test",
+    '"' + ",(" * 31 + '"@example.test',  # 64 octets: the longest local part
+    "l" * 64 + "@example.test",
+]
+HOSTILE_UTF8_RECIPIENTS = [
+    '"ü,ö;(x)"@example.test',
+    "用户,@example.test".replace(",", ""),  # a plain UTF-8 dot-string
+    '"用户, 其他"@example.test',
+    "ü!carol@example.test",
+]
+
+
+def _submit_many(port: int, ctx, sender: str, rcpts: list[str], message: bytes, *, smtputf8: bool) -> tuple[int, int, str]:
+    """One transaction over implicit TLS from the trusted network: how many
+    RCPTs got 250, and the reply to the final dot."""
+    w = Wire.connect(port, tls_ctx=ctx, timeout=30)
+    try:
+        assert w.reply()[0] == 220
+        w.expect("EHLO client.example", 250)
+        w.expect(f"MAIL FROM:<{sender}>" + (" SMTPUTF8" if smtputf8 else ""), 250)
+        accepted = 0
+        for r in rcpts:
+            code, text = w.cmd(f"RCPT TO:<{r}>".encode())
+            assert code == 250, (r, text)  # each is syntactically valid (S-206)
+            accepted += 1
+        w.expect("DATA", 354)
+        w.send(msatest.stuff(message) + b".\r\n")
+        code, text = w.reply()
+        w.cmd("QUIT")
+        return accepted, code, text
+    finally:
+        w.close()
+
+
+def test_one_accepted_rcpt_is_one_recipient_at_postfix(postfix, start_msa):
+    # S-206, S-1004: for every hostile but accepted recipient, the number of
+    # recipients Postfix queued (qmgr's nrcpt=) equals the number msa
+    # accepted, and each is handed on as one argument after "--".
+    m = start_msa(sendmail=postfix.sendmail, max_recipients=100)
+    for n, (rcpts, utf8) in enumerate([(HOSTILE_RECIPIENTS, False), (HOSTILE_UTF8_RECIPIENTS, True)]):
+        sender = f"invariant{n}@example.org"
+        message = HDR + f"Subject: invariant {n}\r\n\r\nhostile recipients\r\n".encode()
+        accepted, code, text = _submit_many(m.ports["tls"], m.client_ctx, sender, rcpts, message, smtputf8=utf8)
+        assert code == 250, text
+        qid = queue_id(text)
+        assert accepted == len(set(rcpts))
+        m.wait_log(rf"{qid}: from=<{sender}>, size=\d+, nrcpt={accepted}\b")
+        pickup = postfix.wait_log(rf"postfix/pickup\[\d+\]: ([0-9A-F]+): uid=0 from=<{sender}>")
+        pf_qid = pickup.group(1)
+        queued = postfix.wait_log(rf"postfix/qmgr\[\d+\]: {pf_qid}: from=<{sender}>, size=\d+, nrcpt=(\d+)")
+        assert int(queued.group(1)) == accepted, postfix.log()
+
+
+def test_zone_id_and_general_literals_are_refused(postfix, start_msa):
+    # S-206: the recipient of the issue ("x@[IPv6:::1%x],example.test!bob,...")
+    # is refused with 501 5.1.3, so nothing reaches Postfix for it; the
+    # message still goes to the other, valid recipient.
+    m = start_msa(sendmail=postfix.sendmail)
+    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=30)
+    try:
+        assert w.reply()[0] == 220
+        w.expect("EHLO client.example", 250)
+        w.expect("MAIL FROM:<zone@example.org>", 250)
+        for bad in ("x@[IPv6:::1%x],example.test!bob,carol@example.test", "x@[IPv6:fe80::1%eth0]",
+                    "x@[tag:bob@example.test,carol@example.test]"):
+            assert w.cmd(f"RCPT TO:<{bad}>") == (501, "501 5.1.3 Bad recipient address syntax")
+        w.expect("RCPT TO:<dave@example.test>", 250)
+        w.expect("DATA", 354)
+        w.send(HDR + b"Subject: zone\r\n\r\nonly dave\r\n.\r\n")
+        code, text = w.reply()
+        assert code == 250, text
+    finally:
+        w.close()
+    pickup = postfix.wait_log(r"postfix/pickup\[\d+\]: ([0-9A-F]+): uid=0 from=<zone@example\.org>")
+    postfix.wait_log(rf"postfix/qmgr\[\d+\]: {pickup.group(1)}: from=<zone@example\.org>, size=\d+, nrcpt=1 ")
+    deadline = time.monotonic() + 15
+    while not any(b"only dave" in got for got in postfix.delivered("dave")):
+        assert time.monotonic() < deadline, postfix.log()
+        time.sleep(0.05)
+    for other in ("bob", "carol"):
+        assert not any(b"only dave" in got for got in postfix.delivered(other))

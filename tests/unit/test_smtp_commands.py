@@ -215,6 +215,15 @@ def test_fully_qualified_domains(raw, qualified):  # S-206, RFC 6409 §4.2
         "<alice@[192.0.2]>",
         "<alice@[IPv6:2001:db8::zz]>",
         "<alice@[IPv6:192.0.2.1]>",
+        # S-206, S-1004: no zone ID, no General-address-literal: their text
+        # may hold what an MTA's sendmail reads as more addresses.
+        "<x@[IPv6:::1%x]>",
+        "<x@[IPv6:::1%x],example.test!bob>",
+        "<x@[IPv6:fe80::1%25eth0]>",
+        "<x@[tag:text]>",
+        "<x@[x-tag:a,b(c)!d]>",
+        "<@[tag:x]:alice@example.com>",
+        "<alice@[ IPv6:::1]>",
         "<alice@[192.0.2.1>",
         "<alice@192.0.2.1]>",
         "<@relay.example alice@example.com>",
