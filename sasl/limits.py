@@ -78,6 +78,11 @@ THROTTLE_FORGET_SECONDS = 15 * 60
 #: arithmetic small however long an attack runs.
 THROTTLE_MAX_COUNTED_FAILURES = 16
 
+#: User names remembered per client address; beyond it the oldest name's
+#: failures join THROTTLE_OTHER_NAMES, which no success clears (S-511).
+THROTTLE_MAX_NAMES = 32
+THROTTLE_OTHER_NAMES = "\0"
+
 # --- tables held in memory (DESIGN.md "Bounded, and the unknown refused") ---
 
 #: Entries in the failure-delay table; the oldest is dropped beyond it.

@@ -23,6 +23,8 @@ from .limits import (
     THROTTLE_MAX_COUNTED_FAILURES,
     THROTTLE_MAX_DELAY_SECONDS,
     THROTTLE_MAX_ENTRIES,
+    THROTTLE_MAX_NAMES,
+    THROTTLE_OTHER_NAMES,
 )
 
 __all__ = ["Throttle", "client_key"]
@@ -48,7 +50,16 @@ def client_key(ip: str) -> str:
 
 
 class Throttle:
-    """Failure counts per client key, ordered by last failure."""
+    """Failure counts per client key and user name, keys ordered by their
+    last failure.
+
+    The delay for a client is set by all its recent failures, whatever
+    names they were for; a success forgets only the failures of the name
+    that succeeded (S-511), so an account holder cannot reset the delay
+    between guesses at other accounts by logging in as himself. Names are
+    whatever the caller uses to tell them apart (the shell passes the name
+    as sent, lower-cased; "" when the exchange carried none).
+    """
 
     __slots__ = ("_clock", "_entries", "_max_entries")
 
@@ -59,37 +70,56 @@ class Throttle:
     ) -> None:
         self._clock = clock
         self._max_entries = max_entries
-        # key -> (failures, time of the last failure); oldest failure first.
-        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # key -> (name -> failures, time of the key's last failure);
+        # oldest failure first.
+        self._entries: OrderedDict[str, tuple[dict[str, int], float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def delay(self, key: str) -> float:
-        """Seconds to wait before answering the next AUTH from ``key``."""
-        now = self._clock()
-        self._expire(now)
+    def failures(self, key: str) -> int:
+        """Recent failures from ``key``, all names together (bounded)."""
+        self._expire(self._clock())
         entry = self._entries.get(key)
         if entry is None:
+            return 0
+        return min(sum(entry[0].values()), THROTTLE_MAX_COUNTED_FAILURES)
+
+    def delay(self, key: str) -> float:
+        """Seconds to wait before answering the next AUTH from ``key``."""
+        failures = self.failures(key)
+        if failures == 0:
             return 0.0
-        failures = entry[0]
         return min(THROTTLE_FIRST_DELAY_SECONDS * 2 ** (failures - 1), THROTTLE_MAX_DELAY_SECONDS)
 
-    def failed(self, key: str) -> None:
-        """Count one failed AUTH from ``key``."""
+    def failed(self, key: str, name: str = "") -> None:
+        """Count one failed AUTH from ``key`` for user ``name``."""
         now = self._clock()
         self._expire(now)
-        failures = self._entries.pop(key, (0, now))[0]
-        self._entries[key] = (min(failures + 1, THROTTLE_MAX_COUNTED_FAILURES), now)
+        names = self._entries.pop(key, ({}, now))[0]
+        if name not in names and len(names) >= THROTTLE_MAX_NAMES:
+            # Many names from one address: the oldest name's count moves to
+            # a bucket no success can clear ("\0" is never a user name).
+            oldest = next(iter(names))
+            folded = names.get(THROTTLE_OTHER_NAMES, 0) + names.pop(oldest)
+            names[THROTTLE_OTHER_NAMES] = min(folded, THROTTLE_MAX_COUNTED_FAILURES)
+        names[name] = min(names.pop(name, 0) + 1, THROTTLE_MAX_COUNTED_FAILURES)
+        self._entries[key] = (names, now)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    def succeeded(self, key: str) -> None:
-        """Forget ``key``: a success ends its delays."""
-        self._entries.pop(key, None)
+    def succeeded(self, key: str, name: str = "") -> None:
+        """A success for ``name`` from ``key`` forgets that name's failures
+        there, and only those."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        entry[0].pop(name, None)
+        if not entry[0]:
+            del self._entries[key]
 
     def _expire(self, now: float) -> None:
-        """Drop entries whose last failure is 15 minutes old (front first)."""
+        """Drop keys whose last failure is 15 minutes old (front first)."""
         while self._entries:
             key, (_, last) = next(iter(self._entries.items()))
             if now - last < THROTTLE_FORGET_SECONDS:

@@ -43,13 +43,15 @@ class Authenticator:
         creds = ev.credentials
         if isinstance(creds, Failure):
             result = AuthResult(False, None)
+            name = ""
         else:
             result = self._verify(creds)
-        with self._lock:
+            name = creds.username.lower()
+        with self._lock:  # S-511: a success forgets only its own name's failures
             if result.ok:
-                self.throttle.succeeded(key)
+                self.throttle.succeeded(key, name)
             elif not result.temporary:
-                self.throttle.failed(key)
+                self.throttle.failed(key, name)
         if result.ok:
             maillog.auth_ok(session.sid, session.client, ev.mechanism, result.username or "")
         elif result.temporary:

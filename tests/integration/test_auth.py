@@ -186,6 +186,34 @@ def test_brute_force_cut_off_and_next_session_slowed(amsa):  # S-511, S-1007
     assert time.monotonic() - t0 < 3  # another client is not slowed
 
 
+def test_own_login_does_not_reset_the_delay_for_guesses_at_others(amsa):  # S-511, S-1007
+    # Issue 11: guess at bob, log in as oneself (alice), guess at bob again:
+    # the success forgets alice's failures only, so every guess at bob from
+    # this address still waits 1, 2, 4 ... seconds. The source address is
+    # fresh so that no other test's failures count.
+    def attempt(user: str, password: str) -> tuple[int, float]:
+        w = Wire.connect(amsa.ports["tls"], tls_ctx=amsa.client_ctx, source="127.0.3.1")
+        w.reply()
+        w.expect("EHLO client.example", 250)
+        t0 = time.monotonic()
+        code = w.cmd("AUTH PLAIN " + b64(f"\0{user}\0{password}"))[0]
+        elapsed = time.monotonic() - t0
+        w.close()
+        return code, elapsed
+
+    assert attempt("bob", "guess 1")[0] == 535
+    code, waited = attempt("alice", ALICE_PW)
+    assert code == 235 and waited >= 0.9  # delayed by bob's failure
+    code, waited = attempt("bob", "guess 2")
+    assert code == 535 and waited >= 0.9  # still delayed: alice's success did not forget bob's
+    code, waited = attempt("alice", ALICE_PW)
+    assert code == 235 and waited >= 1.9  # two failures for bob: 2 seconds
+    code, waited = attempt("bob", BOB_PW)
+    assert code == 235 and waited >= 1.9
+    code, waited = attempt("alice", ALICE_PW)
+    assert code == 235 and waited < 0.9  # bob's own success forgot bob's failures
+
+
 def test_sender_policy(amsa):  # S-601, S-603, S-1010
     w = _tls(amsa)
     w.expect("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW), 235)

@@ -242,6 +242,33 @@ def test_throttle_success_forgets():  # S-511
     assert throttle.delay("k") == 0 and len(throttle) == 0
 
 
+def test_throttle_success_forgets_only_that_names_failures():  # S-511
+    # The attack of issue 11: guess at bob, log in as oneself, guess again.
+    throttle = Throttle(clock=Clock())
+    throttle.failed("192.0.2.1", "bob")
+    throttle.succeeded("192.0.2.1", "mallory")
+    assert throttle.delay("192.0.2.1") == 1
+    throttle.failed("192.0.2.1", "bob")
+    throttle.failed("192.0.2.1", "carol")
+    throttle.succeeded("192.0.2.1", "mallory")
+    assert throttle.delay("192.0.2.1") == 4
+    throttle.succeeded("192.0.2.1", "bob")  # bob's own success forgets bob's
+    assert throttle.delay("192.0.2.1") == 1
+    throttle.succeeded("192.0.2.1", "carol")
+    assert throttle.delay("192.0.2.1") == 0 and len(throttle) == 0
+
+
+def test_throttle_many_names_from_one_address_stay_counted():  # S-511
+    throttle = Throttle(clock=Clock())
+    for i in range(1000):
+        throttle.failed("k", f"user{i}")
+    assert throttle.delay("k") == 30
+    for i in range(1000):
+        throttle.succeeded("k", f"user{i}")
+    assert throttle.delay("k") == 30  # folded failures are never forgotten by a success
+    assert len(throttle._entries["k"][0]) <= 33
+
+
 def test_throttle_is_bounded_dropping_the_oldest():  # DESIGN.md: 10 000 entries
     clock = Clock()
     throttle = Throttle(clock=clock, max_entries=3)
