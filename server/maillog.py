@@ -1,7 +1,8 @@
 """Log lines, one function per event, in Postfix's shape (SPEC.md §9).
 
-`msa[PID]: ID: key=value, ...`. Client-supplied text goes through `esc()`:
-controls and non-UTF-8 become \\xNN and it is cut to 256 characters (S-901).
+`msa[PID]: ID: key=value, ...`. Client-supplied text goes through `esc()`
+wherever it appears: what is not printable becomes \\xNN or \\uNNNN and each
+value is cut to 256 characters; no line exceeds 2048 (S-901).
 No function here takes a password, an AUTH response or message content
 (S-903).
 """
@@ -16,22 +17,37 @@ import time
 
 log = logging.getLogger("msa")
 
-_MAX = 256
+#: S-901: each client-supplied value is cut to this many characters, and
+#: no line is longer than MAX_LINE.
+MAX_VALUE = 256
+MAX_LINE = 2048
+_CUT = "..."
 
 
-def esc(value: str | bytes | None) -> str:
+def _escaped(ch: str) -> str:
+    o = ord(ch)
+    if o < 0x100 or 0xDC80 <= o <= 0xDCFF:  # a control, or a non-UTF-8 octet
+        return f"\\x{o & 0xFF:02x}"
+    return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
+
+
+def esc(value: str | bytes | None, limit: int = MAX_VALUE) -> str:
+    """Client text made safe for a log line (S-901): cut to ``limit``
+    characters (the last three "..." when cut), then every character that is not printable (C0 and C1
+    controls, DEL, U+2028/U+2029, bidirectional and other format
+    characters, unassigned or private-use code points, spaces other than
+    the ASCII one) and every octet that was not UTF-8 written as \\xNN,
+    \\uNNNN or \\UNNNNNNNN. The common case is one C-speed test."""
     if value is None:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "surrogateescape")
-    out = []
-    for ch in value[:_MAX]:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F or 0xDC80 <= o <= 0xDCFF:
-            out.append(f"\\x{o & 0xFF:02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    cut = len(value) > limit
+    if cut:
+        value = value[: limit - len(_CUT)]
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else _escaped(ch) for ch in value)
+    return value + _CUT if cut else value
 
 
 def client_name(ip: str, port: int | None) -> str:
@@ -49,6 +65,10 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"msa[{self.pid}]: {record.getMessage()}"
+        if len(line) > MAX_LINE or not line.isprintable():
+            # Values are escaped where they are logged; this is the last
+            # guard for text that reached a line some other way (S-901).
+            line = esc(line, MAX_LINE - len(_CUT))
         if not self.stamp:
             return line
         second = int(record.created)
@@ -177,7 +197,7 @@ def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str) -> No
 
 
 def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None, helo: str | None) -> None:
-    parts = [f"{sid}: reject: {command} from {client}: {reply}"]
+    """``reply`` may carry client text (an address in a 550): escaped too."""
     extra = []
     if sender is not None:
         extra.append(f"from=<{esc(sender)}>")
@@ -185,12 +205,13 @@ def reject(sid: str, command: str, client: str, reply: str, sender: str | None, 
         extra.append(f"to=<{esc(rcpt)}>")
     if helo is not None:
         extra.append(f"helo=<{esc(helo)}>")
-    log.info("%s", parts[0] + ("; " + " ".join(extra) if extra else ""))
+    tail = "; " + " ".join(extra) if extra else ""
+    log.info("%s: reject: %s from %s: %s%s", sid, command, client, esc(reply), tail)
 
 
 def sendmail_stderr(qid: str, text: bytes) -> None:
     if text:
-        log.info("%s: sendmail said: %s", qid, esc(text[:512]))
+        log.info("%s: sendmail said: %s", qid, esc(text[:512], 512))
 
 
 def disconnect(sid: str, client: str, counts: dict[str, int]) -> None:

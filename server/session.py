@@ -207,7 +207,7 @@ class Session:
         if ev.command in ("MAIL", "RCPT", "DATA") or ev.reply.code in (421, 530, 550):
             conn = self.conn
             rcpt = ev.argument if ev.command == "RCPT" else None
-            sender = self.sender if ev.command != "MAIL" else (ev.argument or None)
+            sender = ev.argument if ev.command == "MAIL" else ev.sender
             maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None)
 
     # -- spool and hand-off -----------------------------------------------------------

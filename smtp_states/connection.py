@@ -225,11 +225,14 @@ class Connection(AuthExchange):
     def _send(self, reply: Reply) -> None:
         self._out += reply.to_bytes()
 
-    def _reply(self, reply: Reply, events: list[Event], verb: str, arg: str = "") -> None:
-        """Send a reply to a command; refusals become events and errors count."""
+    def _reply(self, reply: Reply, events: list[Event], verb: str, arg: str | bytes = "") -> None:
+        """Send a reply to a command; refusals become events and errors count.
+        `arg`: the address for the log, or the raw argument to find it in."""
         self._send(reply)
         if reply.code >= 400:
-            events.append(Refused(verb, reply, arg))
+            sender = self._tx.sender if self._tx is not None else None
+            shown = _address_shown(verb, arg) if isinstance(arg, bytes) else arg
+            events.append(Refused(verb, reply, shown, sender))
         if reply.is_error:
             self._errors += 1
             if self._errors >= MAX_ERRORS:  # S-106
@@ -263,7 +266,7 @@ class Connection(AuthExchange):
         if C.has_bad_character(text) or (
             not text.isascii() if verb not in ("MAIL", "RCPT") else C.eight_bit_outside_path(text)
         ):
-            self._reply(R.INVALID_CHARACTER, events, verb)  # S-101, S-103
+            self._reply(R.INVALID_CHARACTER, events, verb, arg)  # S-101, S-103
             return
         handler = _HANDLERS.get(verb)
         if handler is None:
@@ -273,7 +276,7 @@ class Connection(AuthExchange):
         if verb not in ANY_STATE:
             refused = refusal(verb, self.state)
             if refused is not None:
-                self._reply(refused, events, verb)
+                self._reply(refused, events, verb, arg)
                 return
         handler(self, arg, events)
 
@@ -325,24 +328,24 @@ class Connection(AuthExchange):
             events.extend(self._close(R.too_many_messages(host), "too many messages"))
             return
         if self.user is None and not self.trusted:
-            self._reply(R.AUTH_REQUIRED, events, "MAIL")  # S-204, RFC 4954 §6
+            self._reply(R.AUTH_REQUIRED, events, "MAIL", arg)  # S-204, RFC 4954 §6
             return
         split = C.split_path_and_params(arg, b"FROM:")
         if split is None:
-            self._reply(R.SYNTAX_MAIL, events, "MAIL")
+            self._reply(R.SYNTAX_MAIL, events, "MAIL", arg)
             return
         raw, params = split
         if not all(p.isascii() for p in params):
-            self._reply(R.INVALID_CHARACTER, events, "MAIL")
+            self._reply(R.INVALID_CHARACTER, events, "MAIL", arg)
             return
         parsed = C.parse_mail_params(params, self.settings.max_message_size, bool(self.esmtp))
         if isinstance(parsed, Reply):
-            self._reply(parsed, events, "MAIL")
+            self._reply(parsed, events, "MAIL", arg)
             return
         path = C.parse_path(raw, null_ok=True, utf8_ok=parsed.smtputf8, bare_ok=self.user is None)
         if isinstance(path, str):
             bad = R.SENDER_NOT_UTF8 if path == "utf8" else R.BAD_SENDER_SYNTAX
-            self._reply(bad, events, "MAIL", _show(raw))
+            self._reply(bad, events, "MAIL", arg)
             return
         if self.user is not None and path.address:
             if not path.qualified:
@@ -362,17 +365,17 @@ class Connection(AuthExchange):
         assert tx is not None  # the state table guarantees it
         split = C.split_path_and_params(arg, b"TO:")
         if split is None:
-            self._reply(R.SYNTAX_RCPT, events, "RCPT")
+            self._reply(R.SYNTAX_RCPT, events, "RCPT", arg)
             return
         raw, params = split
         if params:
             bad = R.UNSUPPORTED_PARAMETER if all(p.isascii() for p in params) else R.INVALID_CHARACTER
-            self._reply(bad, events, "RCPT")  # S-205, S-202: no DSN
+            self._reply(bad, events, "RCPT", arg)  # S-205, S-202: no DSN
             return
         path = C.parse_path(raw, null_ok=False, utf8_ok=tx.smtputf8, bare_ok=self.user is None and self.trusted)
         if isinstance(path, str):
             bad = R.RECIPIENT_NOT_UTF8 if path == "utf8" else R.BAD_RECIPIENT_SYNTAX
-            self._reply(bad, events, "RCPT", _show(raw))
+            self._reply(bad, events, "RCPT", arg)
             return
         if self.user is not None and path.domain and not path.qualified:
             self._reply(R.RECIPIENT_NOT_FQDN, events, "RCPT", path.address)
@@ -436,8 +439,15 @@ class Connection(AuthExchange):
         events.extend(self._close(R.BYE, "quit"))
 
     # -- AUTH (RFC 4954, SPEC.md §5) ----------------------------------------------------
-def _show(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+def _address_shown(verb: str, arg: bytes) -> str:
+    """The address a MAIL or RCPT names, for the log whatever its fate:
+    the text inside `<...>` when there is one, else the whole argument,
+    as the client sent it (the log escapes it, S-901); "" for other verbs."""
+    if verb not in ("MAIL", "RCPT"):
+        return ""
+    split = C.split_path_and_params(arg, b"FROM:" if verb == "MAIL" else b"TO:")
+    raw = split[0][1:-1] if split is not None else arg
+    return raw.decode("utf-8", "surrogateescape")
 
 
 _HANDLERS: dict[str, Callable[[Connection, bytes, list[Event]], None]] = {

@@ -58,7 +58,8 @@ class Reset:
 class Refused:
     command: str
     reply: Any  # replies.Reply
-    argument: str = ""
+    argument: str = ""  # the address a refused MAIL or RCPT named, as sent
+    sender: str | None = None  # the transaction's sender, None outside one
 
 
 # -- pausing --------------------------------------------------------------------

@@ -52,7 +52,25 @@ def test_tls_handshake_has_the_session_timeout(start_msa):  # S-404, S-108
 def test_escape_controls_and_non_utf8_and_cut():  # S-901
     assert maillog.esc("a\x01b\x7fc") == "a\\x01b\\x7fc"
     assert maillog.esc(b"caf\xc3\xa9 \xff") == "café \\xff"
-    assert len(maillog.esc("x" * 1000)) == 256
+    assert maillog.esc("x" * 1000) == "x" * 253 + "..."
+    assert maillog.esc("x" * 256) == "x" * 256
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("tab\there", "tab\\x09here"),
+        ("nel\x85csi\x9b[31m", "nel\\x85csi\\x9b[31m"),  # C1 controls
+        ("line\u2028para\u2029", "line\\u2028para\\u2029"),
+        ("bidi\u202egnp.exe", "bidi\\u202egnp.exe"),  # RIGHT-TO-LEFT OVERRIDE
+        ("\u2066iso\u2069 \u200b\ufeff\u00ad", "\\u2066iso\\u2069 \\u200b\\ufeff\\xad"),
+        ("nbsp\u00a0x", "nbsp\\xa0x"),  # a space that is not the ASCII one
+        ("private\ue000 unassigned\U000e0001", "private\\ue000 unassigned\\U000e0001"),
+        ("ok: Grüße 用户 ☃", "ok: Grüße 用户 ☃"),  # printable UTF-8 stays readable
+    ],
+)
+def test_escape_every_unprintable_character(raw, shown):  # S-901
+    assert maillog.esc(raw) == shown
 
 
 def test_client_text_in_log_lines_is_cut_to_256(start_msa):  # S-901, S-902
@@ -61,7 +79,75 @@ def test_client_text_in_log_lines_is_cut_to_256(start_msa):  # S-901, S-902
     w.reply()
     w.expect("EHLO " + "h" * 1500, 250)
     assert w.cmd("MAIL FROM:<alice@example.org>")[0] == 530
-    line = m.wait_log(r"reject: MAIL from .*helo=<(h+)>").group(1)
+    line = m.wait_log(r"reject: MAIL from .*helo=<(h+\.\.\.)>").group(1)
     assert len(line) == 256
     assert all(len(x) < 1000 for x in m.log().splitlines())
     assert re.search(r"msa\[\d+\]: [0-9A-F]{10}: connect from unknown\[127\.0\.0\.1\]:\d+", m.log())  # S-901
+
+
+def _alice(start_msa, tmp_path):
+    import msatest
+
+    users = tmp_path / "users.db"
+    msatest.add_user(users, "alice", "alice pw", ["alice@example.org"])
+    m = start_msa(users=users, trusted_networks="")
+    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+    w.reply()
+    w.expect("EHLO client.example", 250)
+    w.expect("AUTH PLAIN " + msatest.b64("\0alice\0alice pw"), 235)
+    return m, w
+
+
+def test_reject_lines_escape_and_cut_the_reply_text(start_msa, tmp_path):  # S-901, S-902
+    # The reply to a forged From: names the address; the reject: line
+    # carries that reply, so it must be escaped and cut like any client text.
+    m, w = _alice(start_msa, tmp_path)
+    for forged in (b"x" * 500_000 + b"@evil.example", b'"a\tb"@evil.example',
+                   "\u202egnp.exe@evil.example".encode()):
+        w.expect("MAIL FROM:<alice@example.org> SMTPUTF8", 250)
+        w.expect("RCPT TO:<bob@example.net>", 250)
+        w.expect("DATA", 354)
+        w.send(b"From: " + forged + b"\r\nSubject: forged\r\n\r\nbody\r\n.\r\n")
+        code, text = w.reply()
+        assert code == 550, (forged[:40], text)
+        assert len(text) <= 510  # S-104: the reply line itself is bounded too
+    m.wait_log(r"reject: END-OF-MESSAGE .*gnp")
+    lines = [x for x in m.log().splitlines() if "reject: END-OF-MESSAGE" in x]
+    assert len(lines) == 3
+    for line in lines:
+        assert len(line) <= 2048 + 40  # the stderr time stamp comes before msa[PID]:
+        assert line.isprintable(), repr(line)  # no TAB, ESC, NEL, U+2028, U+202E...
+    assert "x" * 200 in lines[0] and "..." in lines[0]
+    assert '"a\\x09b"@evil.example' in lines[1]
+    assert "\\u202egnp.exe@evil.example" in lines[2]
+    assert all(line.isprintable() for line in m.log().splitlines())
+
+
+def test_sender_with_bidi_and_c1_controls_is_escaped_in_the_log(start_msa, tmp_path):  # S-901
+    m, w = _alice(start_msa, tmp_path)
+    code, _ = w.cmd("MAIL FROM:<\u202eexe.gnp\u0085\u009b31m@example.org> SMTPUTF8".encode())
+    assert code == 550
+    line = m.wait_log(r"reject: MAIL from .*").group(0)
+    assert "from=<\\u202eexe.gnp\\x85\\x9b31m@example.org>" in line, line
+    assert all(x.isprintable() for x in m.log().splitlines())
+
+
+def test_rcpt_pipelined_after_a_refused_mail_logs_its_recipient(start_msa, tmp_path):  # S-902
+    # MAIL refused, RCPT and DATA pipelined behind it: the RCPT's reject
+    # line names the recipient the client sent (not to=<>), and no sender
+    # from an earlier transaction.
+    m, w = _alice(start_msa, tmp_path)
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    w.expect("RCPT TO:<first@example.net>", 250)
+    w.expect("DATA", 354)
+    w.send(b"From: alice@example.org\r\n\r\nfirst\r\n.\r\n")
+    assert w.reply()[0] == 250
+    w.send(b"MAIL FROM:<mallory@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n")
+    assert w.reply()[0] == 550
+    assert w.reply()[1] == "503 5.5.1 Need MAIL command"
+    assert w.reply()[0] == 503
+    line = m.wait_log(r"reject: RCPT from .*").group(0)
+    assert "to=<victim@example.net>" in line, line
+    assert "from=<" not in line, line  # no transaction, so no sender: not alice's old one
+    mail_line = m.wait_log(r"reject: MAIL from .*").group(0)
+    assert "from=<mallory@example.org>" in mail_line
