@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import ssl
+import time
 from collections import deque
 from typing import Any
 
@@ -67,6 +68,7 @@ class Session:
         self.method: str | None = None
         self.tls_info: tuple[str, str] | None = None
         self._messages = 0
+        self._active = time.monotonic()  # the last reply, handshake or DATA chunk (S-108)
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -117,14 +119,22 @@ class Session:
             # No read happens while the core is paused (S-105): each pausing
             # event is answered in _handle before the next read.
             wake = None if conn.in_transaction else self.server.stop_fd  # S-110
+            # S-108: `timeout` is a deadline per command line, counted from
+            # the last reply (or handshake), however the bytes trickle in;
+            # in DATA, per chunk (S-308).
+            remaining = self._active + timeout - time.monotonic()
             try:
-                data = self.transport.recv(RECV_SIZE, timeout, wake)
+                if remaining <= 0:
+                    raise Timeout()
+                data = self.transport.recv(RECV_SIZE, remaining, wake)
             except Timeout:
                 self._handle(conn.abort(R.timeout(cfg.hostname), "timeout"))  # S-108
                 break
             except Woken:
                 self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))
                 break
+            if conn.in_data:
+                self._active = time.monotonic()
             self._handle(conn.receive(data))
 
     def force_close(self) -> None:
@@ -141,6 +151,7 @@ class Session:
         data = self.conn.data_to_send()
         if data:
             self.transport.send(data, self.server.runtime.config.timeout)
+            self._active = time.monotonic()  # the next command's deadline starts now
 
     # -- events ---------------------------------------------------------------------
     def _handle(self, events: list[Event]) -> None:
@@ -200,6 +211,7 @@ class Session:
             maillog.tls_failed(self.sid, self.client, str(e) or type(e).__name__)
             return False
         self.tls_info = tls.describe(sock)
+        self._active = time.monotonic()
         maillog.tls_established(self.sid, self.client, *self.tls_info)
         return True
 

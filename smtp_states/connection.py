@@ -31,9 +31,16 @@ from .events import (
     Reset,
     StartTls,
 )
-from .limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_ERRORS, MAX_MESSAGES, MAX_PENDING_INPUT
+from .limits import (
+    MAX_AUTH_LINE,
+    MAX_COMMAND_LINE,
+    MAX_ERRORS,
+    MAX_JUNK_COMMANDS,
+    MAX_MESSAGES,
+    MAX_PENDING_INPUT,
+)
 from .replies import Reply
-from .states import ANY_STATE, NOT_IMPLEMENTED, State, refusal
+from .states import ANY_STATE, JUNK, NOT_IMPLEMENTED, State, refusal
 
 
 class Policy(Protocol):
@@ -97,6 +104,8 @@ class Connection(AuthExchange):
         self._discarding = False  # inside an over-long line (S-102)
         self._first = True
         self._errors = 0
+        self._junk = 0  # NOOP, RSET, VRFY, HELP so far (S-106)
+        self._skip = 0  # octets of a refused BDAT chunk still to drop (S-203)
         self._auth_failures = 0
         self._mails = 0
         self._mech: Any = None
@@ -115,6 +124,11 @@ class Connection(AuthExchange):
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def in_data(self) -> bool:
+        """Receiving the message (the shell's timeout is then per chunk, S-308)."""
+        return self.state is State.DATA
 
     @property
     def in_transaction(self) -> bool:
@@ -158,6 +172,8 @@ class Connection(AuthExchange):
         self._send(reply)
         self._tx = None
         self.state = State.GREETED
+        if reply.code == 250:
+            self._junk = 0  # S-106: as Postfix, counted again after a delivery
         return self._run(None)
 
     def abort(self, reply: Reply, reason: str = "aborted") -> list[Event]:
@@ -170,6 +186,10 @@ class Connection(AuthExchange):
     def _run(self, direct: bytes | None) -> list[Event]:
         events: list[Event] = []
         while not self.closed and self._paused is None:
+            if self._skip:
+                if not self._drop_bdat_chunk(events):
+                    break
+                continue
             if self.state is State.DATA:
                 if direct is not None:
                     chunk, direct = direct, None
@@ -234,9 +254,12 @@ class Connection(AuthExchange):
             shown = _address_shown(verb, arg) if isinstance(arg, bytes) else arg
             events.append(Refused(verb, reply, shown, sender))
         if reply.is_error:
-            self._errors += 1
-            if self._errors >= MAX_ERRORS:  # S-106
-                events.extend(self._close(R.too_many_errors(self.settings.hostname), "too many errors"))
+            self._count_error(events)
+
+    def _count_error(self, events: list[Event]) -> None:
+        self._errors += 1
+        if self._errors >= MAX_ERRORS and not self.closed:  # S-106
+            events.extend(self._close(R.too_many_errors(self.settings.hostname), "too many errors"))
 
     def _close(self, reply: Reply, reason: str) -> list[Event]:
         self._send(reply)
@@ -279,6 +302,10 @@ class Connection(AuthExchange):
                 self._reply(refused, events, verb, arg)
                 return
         handler(self, arg, events)
+        if verb in JUNK:
+            self._junk += 1
+            if self._junk > MAX_JUNK_COMMANDS:  # S-106: no session lives on NOOPs
+                self._count_error(events)
 
     def _ehlo(self, arg: bytes, events: list[Event], esmtp: bool = True) -> None:
         if not arg:
@@ -435,6 +462,29 @@ class Connection(AuthExchange):
     def _vrfy(self, arg: bytes, events: list[Event]) -> None:
         self._send(R.VRFY) if arg else self._reply(R.SYNTAX_VRFY, events, "VRFY")
 
+    def _bdat(self, arg: bytes, events: list[Event]) -> None:
+        """S-203: CHUNKING is not offered, but the octets a `BDAT SIZE`
+        announces are the client's data, never commands: they are read and
+        dropped, then refused. Without a usable SIZE the framing is lost."""
+        words = arg.split()
+        size = words[0] if words else b""
+        if not (size.isdigit() and len(size) <= 20 and int(size) <= self.settings.max_message_size):
+            events.extend(self._close(R.bdat_framing_lost(self.settings.hostname), "BDAT framing lost"))
+            return
+        self._skip = int(size)
+        if not self._skip:
+            self._reply(R.NOT_IMPLEMENTED, events, "BDAT")
+
+    def _drop_bdat_chunk(self, events: list[Event]) -> bool:
+        """Drop what has arrived of a refused BDAT chunk; False when more is needed."""
+        n = min(self._skip, len(self._in))
+        del self._in[:n]
+        self._skip -= n
+        if self._skip:
+            return False
+        self._reply(R.NOT_IMPLEMENTED, events, "BDAT")
+        return True
+
     def _quit(self, arg: bytes, events: list[Event]) -> None:
         events.extend(self._close(R.BYE, "quit"))
 
@@ -463,4 +513,5 @@ _HANDLERS: dict[str, Callable[[Connection, bytes, list[Event]], None]] = {
     "HELP": Connection._help,
     "VRFY": Connection._vrfy,
     "QUIT": Connection._quit,
+    "BDAT": Connection._bdat,
 }

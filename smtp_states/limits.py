@@ -18,10 +18,14 @@ MAX_AUTH_LINE = 12288
 #: (RFC 2920; S-105). The shell stops reading beyond it.
 MAX_PENDING_INPUT = 64 * 1024
 
-#: Protocol errors (500-504, 550-555 replies to commands) before the
+#: Protocol errors (500-504, 530, 550-555 replies to commands) before the
 #: session is cut (S-106); Postfix's smtpd_hard_error_limit is 20, chasquid
 #: uses 3.
 MAX_ERRORS = 10
+
+#: Junk commands (NOOP, RSET, VRFY, HELP) before each further one counts as
+#: an error (S-106): Postfix's smtpd_junk_command_limit, 100.
+MAX_JUNK_COMMANDS = 100
 
 #: Messages in one session before 421 (S-207); git send-email sends long
 #: patch series over one session.

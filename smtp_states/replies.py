@@ -36,8 +36,8 @@ class Reply:
 
     @property
     def is_error(self) -> bool:
-        """A protocol error for the S-106 count: 500-504 and 550-555."""
-        return 500 <= self.code <= 504 or 550 <= self.code <= 555
+        """A protocol error for the S-106 count: 500-504, 530 and 550-555."""
+        return 500 <= self.code <= 504 or self.code == 530 or 550 <= self.code <= 555
 
     def __str__(self) -> str:
         first = self.lines()[-1]
@@ -143,6 +143,10 @@ def too_many_auth_failures(host: str) -> Reply:
 
 def too_many_messages(host: str) -> Reply:
     return Reply(421, "4.7.0", f"{host} Error: too many messages in one session")
+
+
+def bdat_framing_lost(host: str) -> Reply:
+    return Reply(421, "4.7.0", f"{host} Error: BDAT without a usable size")  # S-203
 
 
 def not_smtp(host: str) -> Reply:

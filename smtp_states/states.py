@@ -26,8 +26,13 @@ class State(Enum):
 #: Commands allowed in any state (S-203), answered without a state change.
 ANY_STATE = frozenset({"NOOP", "HELP", "VRFY", "QUIT", "RSET", "EHLO", "HELO"})
 
-#: Commands msa knows and refuses with 502 (S-203).
+#: Commands msa knows and refuses with 502 (S-203); BDAT first has its
+#: chunk dropped (connection.py).
 NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "BDAT"})
+
+#: Junk commands: beyond MAX_JUNK_COMMANDS each also counts as an error
+#: (S-106, Postfix's smtpd_junk_command_limit).
+JUNK = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
 
 _TABLE: dict[str, dict[State, Reply | None]] = {
     "STARTTLS": {

@@ -105,7 +105,9 @@ def test_sixty_four_mib_of_pipelined_commands(msa):  # S-105, S-1008
     w.reply()
     before = msa.rss_kib()
     msa.reset_hwm()
-    line = b"NOOP " + b"x" * 2041 + b"\r\n"  # the longest command line allowed
+    # The longest command line allowed; EHLO, since NOOPs beyond 100 count
+    # as errors (S-106).
+    line = b"EHLO " + b"x" * 2041 + b"\r\n"
     block = line * 32  # 64 KiB
     per_block = 32
     total = 64 * 1024 * 1024 // len(block)
@@ -216,3 +218,79 @@ def amsa_log(start_msa, tmp_path):
     m.wait_log(r"disconnect from unknown\[127\.0\.4\.3\]")
     m.stop()
     return m.log_path, 4  # three failures and the 421 that followed them
+
+
+def test_a_command_trickled_byte_by_byte_is_cut_at_the_deadline(start_msa):  # S-108, S-1009
+    # One byte every 0.5 s never leaves the connection silent for `timeout`
+    # (2 s), but the command is not complete within 2 s of the greeting:
+    # 421 4.4.2 and close, as a silent client gets.
+    m = start_msa(timeout=2)
+    w = Wire.connect(m.ports["starttls"])
+    assert w.reply()[0] == 220
+    t0 = time.monotonic()
+    replies = b""
+    for ch in b"NOOP and a long tail that never ends\r\n":
+        try:
+            w.send(bytes([ch]))
+        except OSError:
+            break
+        w.sock.settimeout(0.5)
+        try:
+            got = w.sock.recv(4096)
+        except TimeoutError:
+            continue
+        replies += got
+        if not got or b"421" in replies:
+            break
+    assert replies.startswith(b"421 4.4.2 msa.test Error: timeout exceeded\r\n"), replies
+    assert 1.5 < time.monotonic() - t0 < 6
+    assert w.closed()
+    m.wait_log(r"disconnect from unknown\[127\.0\.0\.1\]:\d+ commands=0")
+
+
+def test_each_command_gets_its_own_deadline(start_msa):  # S-108
+    # The deadline counts from the last reply: a client that sends one whole
+    # command every second keeps its session well beyond `timeout`.
+    m = start_msa(timeout=2)
+    w = Wire.connect(m.ports["starttls"])
+    assert w.reply()[0] == 220
+    w.expect("EHLO client.example", 250)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        time.sleep(1)
+        w.expect("MAIL FROM:<a@example.org>", 250)
+        w.expect("RSET", 250)
+    w.expect("QUIT", 221)
+
+
+def test_noop_flood_is_cut_as_errors(msa):  # S-106
+    # Junk commands beyond 100 each count as an error; the tenth error ends
+    # the session: 110 NOOPs, then 421.
+    w = Wire.connect(msa.ports["starttls"])
+    assert w.reply()[0] == 220
+    w.send(b"NOOP\r\n" * 200)
+    codes = []
+    while True:
+        code, text = w.reply()
+        codes.append(code)
+        if code == 421:
+            assert text == "421 4.7.0 msa.test Error: too many errors"
+            break
+    assert codes == [250] * 110 + [421]
+    assert w.closed()
+
+
+def test_bdat_chunk_is_read_and_dropped_never_run(msa):  # S-203
+    w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
+    assert w.reply()[0] == 220
+    w.expect("EHLO client.example", 250)
+    chunk = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<evil@example.net>\r\nDATA\r\n"
+    w.send(b"BDAT %d LAST\r\n" % len(chunk))
+    time.sleep(0.2)  # the chunk arrives in another read
+    w.send(chunk)
+    assert w.reply() == (502, "502 5.5.1 Command not implemented")
+    assert w.cmd("RCPT TO:<evil@example.net>") == (503, "503 5.5.1 Need MAIL command")  # MAIL was never run
+    w.send(b"BDAT many\r\nQUIT\r\n")
+    assert w.reply() == (421, "421 4.7.0 msa.test Error: BDAT without a usable size")
+    assert w.closed()
+    assert msa.outbox.messages() == []

@@ -500,9 +500,37 @@ def test_vrfy_never_looks_up(line):  # S-203
     assert Session().ask(line + b"\r\n")[-1] == "252 2.0.0 Not verified; send mail to find out"
 
 
-@pytest.mark.parametrize("line", [b"EXPN staff", b"TURN", b"ETRN example.com", b"BDAT 10 LAST", b"expn x"])
+@pytest.mark.parametrize("line", [b"EXPN staff", b"TURN", b"ETRN example.com", b"BDAT 0 LAST", b"expn x"])
 def test_unimplemented_commands_get_502(line):  # S-203
     assert Session().ask(line + b"\r\n")[-1] == "502 5.5.1 Command not implemented"
+
+
+def test_bdat_chunk_is_dropped_never_parsed_as_commands():  # S-203
+    s = greeted()
+    chunk = b"QUIT\r\nRSET\r\n"  # the client's data, whatever it looks like
+    assert s.ask(b"BDAT %d LAST\r\n" % len(chunk) + chunk + b"NOOP\r\n") == [
+        "502 5.5.1 Command not implemented",
+        "250 2.0.0 Ok",
+    ]
+    assert not s.conn.closed
+
+
+def test_bdat_chunk_split_over_reads():  # S-203
+    s = greeted()
+    assert s.ask(b"BDAT 24\r\nQUIT\r\n") == []
+    assert s.ask(b"QUIT\r\nQUIT\r\nQU") == []
+    assert s.ask(b"IT\r\nNOOP\r\n") == ["502 5.5.1 Command not implemented", "250 2.0.0 Ok"]
+    assert not s.conn.closed
+
+
+@pytest.mark.parametrize("line", [b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT 1e3", b"BDAT 26214401 LAST",
+                                  b"BDAT 999999999999999999999"])
+def test_bdat_without_a_usable_size_loses_the_framing(line):  # S-203
+    s = greeted()
+    events = s.send(line + b"\r\nQUIT\r\n")
+    assert s.read() == ["421 4.7.0 msa.test Error: BDAT without a usable size"]
+    assert is_close(events[-1], "BDAT framing lost")
+
 
 
 def test_help_points_to_rfc_5321():  # S-203
@@ -729,7 +757,7 @@ def test_held_input_is_bounded():  # S-105
     s.read()
     s.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n.\r\n")
     assert s.conn.wants_input()
-    s.conn.receive(b"NOOP\r\n" * (MAX_PENDING_INPUT // 6 + 1))
+    s.conn.receive(b"EHLO c\r\n" * (MAX_PENDING_INPUT // 8 + 1))
     assert not s.conn.wants_input()
     s.handle(s.conn.delivery_done(R.queued("Q1")))
     assert s.conn.wants_input()
@@ -769,11 +797,51 @@ def test_every_kind_of_protocol_error_counts():  # S-106
     assert s.conn.closed
 
 
-def test_refusals_outside_500_504_and_550_555_do_not_count():  # S-106
+def test_refusals_outside_500_504_530_and_550_555_do_not_count():  # S-106
+    s = Session(tls=True, trusted=True, max_recipients=1)
+    s.read()
+    s.ask(b"EHLO client.example\r\n")
+    s.ask(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n")
+    for i in range(15):  # 452 4.5.3: a temporary refusal, not an error
+        assert s.one(f"RCPT TO:<c{i}@example.org>".encode()) == "452 4.5.3 Too many recipients"
+    assert not s.conn.closed
+
+
+def test_530_counts_as_an_error():  # S-106 (amended): an unauthenticated MAIL loop is cut
     s = greeted()
-    for _ in range(15):
+    for _ in range(9):
         assert s.one(b"MAIL FROM:<alice@example.com>") == "530 5.7.0 Authentication required"
     assert not s.conn.closed
+    s.send(b"MAIL FROM:<alice@example.com>\r\n")
+    assert s.read() == ["530 5.7.0 Authentication required", "421 4.7.0 msa.test Error: too many errors"]
+    assert s.conn.closed
+
+
+@pytest.mark.parametrize("junk", [b"NOOP", b"RSET", b"VRFY x", b"HELP", b"noop whatever"])
+def test_junk_commands_beyond_100_count_as_errors(junk):  # S-106
+    s = greeted()
+    replies = s.ask((junk + b"\r\n") * 100)
+    assert len(replies) == 100 and not s.conn.closed
+    replies = s.ask((junk + b"\r\n") * 9)
+    assert len(replies) == 9 and not s.conn.closed  # errors 1..9: still open
+    assert s.ask(junk + b"\r\n")[-1] == "421 4.7.0 msa.test Error: too many errors"
+    assert s.conn.closed
+
+
+def test_junk_count_starts_again_after_a_delivered_message():  # S-106, as Postfix
+    s = trusted()
+    s.ask(b"NOOP\r\n" * 100)
+    s.ask(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nx\r\n.\r\n")
+    assert s.ask(b"NOOP\r\n" * 109)[-1] == "250 2.0.0 Ok"
+    assert not s.conn.closed
+
+
+def test_junk_and_other_errors_add_up():  # S-106
+    s = greeted()
+    s.ask(b"NOOP\r\n" * 105)  # five errors
+    for _ in range(4):
+        assert s.one(b"FOO") == "500 5.5.2 Command unrecognized"
+    assert s.ask(b"FOO\r\n")[-1] == "421 4.7.0 msa.test Error: too many errors"
 
 
 @pytest.mark.parametrize("method", [b"GET", b"POST", b"PUT", b"HEAD", b"CONNECT", b"OPTIONS", b"get"])
@@ -1237,8 +1305,8 @@ def test_delivery_reply_is_sent_as_given():  # S-207, S-803
 
 def test_1001st_mail_of_a_session_is_cut():  # S-207
     s = trusted()
-    out = s.ask(b"MAIL FROM:<alice@example.com>\r\nRSET\r\n" * MAX_MESSAGES)
-    assert out == ["250 2.1.0 Ok", "250 2.0.0 Ok"] * MAX_MESSAGES
+    out = s.ask(b"MAIL FROM:<alice@example.com>\r\nEHLO c\r\n" * MAX_MESSAGES)  # EHLO is no junk (S-106)
+    assert [line[:3] for line in out if not line.startswith("250-")] == ["250", "250"] * MAX_MESSAGES
     events = s.send(b"MAIL FROM:<alice@example.com>\r\n")
     assert s.read()[0].startswith("421 4.7.0 msa.test ")
     assert is_close(events[-1], "too many messages")

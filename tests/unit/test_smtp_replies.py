@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple] = {
     "too_many_auth_failures": (HOST,),
     "too_many_messages": (HOST,),
     "not_smtp": (HOST,),
+    "bdat_framing_lost": (HOST,),
     "timeout": (HOST,),
     "too_many_connections": (HOST,),
     "shutting_down": (HOST,),
@@ -197,6 +198,7 @@ def test_ok_replies_differ_by_enhanced_code():  # S-203, S-204, S-205
         (R.too_many_errors(HOST), b"421 4.7.0 msa.test Error: too many errors\r\n"),  # S-106
         (R.too_many_auth_failures(HOST), b"421 4.7.0 msa.test Error: too many failed authentications\r\n"),
         (R.not_smtp(HOST), b"421 4.7.0 msa.test Not an SMTP client\r\n"),  # S-107
+        (R.bdat_framing_lost(HOST), b"421 4.7.0 msa.test Error: BDAT without a usable size\r\n"),  # S-203
         (R.timeout(HOST), b"421 4.4.2 msa.test Error: timeout exceeded\r\n"),  # S-108
         (R.too_many_connections(HOST), b"421 4.7.0 msa.test Too many connections\r\n"),  # S-109
         (R.shutting_down(HOST), b"421 4.3.2 msa.test Service shutting down\r\n"),  # S-110
@@ -236,6 +238,6 @@ def test_long_text_is_cut_to_512_octets():  # S-104
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-def test_error_count_covers_500_504_and_550_555(name):  # S-106
+def test_error_count_covers_500_504_530_and_550_555(name):  # S-106
     reply = ALL[name]
-    assert reply.is_error == (500 <= reply.code <= 504 or 550 <= reply.code <= 555)
+    assert reply.is_error == (500 <= reply.code <= 504 or reply.code == 530 or 550 <= reply.code <= 555)
