@@ -23,7 +23,7 @@ from . import maillog
 from .config import Listen
 from .runtime import Server, client_ip
 from .session import Session
-from .transport import SocketTransport
+from .transport import SocketTransport, close_notify
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -117,6 +117,7 @@ class Listener(socketserver.ThreadingTCPServer):
                 request.settimeout(10)
                 with ctx.wrap_socket(request, server_side=True) as tls_sock:
                     tls_sock.sendall(reply)
+                    close_notify(tls_sock)  # S-111
             except (OSError, ssl.SSLError):
                 pass
             finally:

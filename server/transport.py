@@ -43,6 +43,30 @@ def _wait(fd: int, events: int, deadline: float, wake_fd: int | None = None) -> 
         raise Woken()
 
 
+#: S-111: how long a close may wait for the socket to take the close_notify
+#: alert; the client's own alert is never waited for.
+CLOSE_NOTIFY_WAIT = 1.0
+
+
+def close_notify(tls: ssl.SSLSocket, wait: float = CLOSE_NOTIFY_WAIT) -> None:
+    """Send the TLS close_notify alert before the TCP close (RFC 8446 §6.1,
+    S-111): non-blocking, bounded by `wait`, and without waiting for the
+    peer's alert. A peer already gone is no error."""
+    deadline = time.monotonic() + wait
+    try:
+        tls.setblocking(False)
+        while True:
+            try:
+                tls.unwrap()
+                return
+            except ssl.SSLWantReadError:
+                return  # ours is sent; the client's reply is not awaited
+            except ssl.SSLWantWriteError:
+                _wait(tls.fileno(), select.POLLOUT, deadline)
+    except (OSError, ssl.SSLError, ValueError):
+        return  # Timeout, a reset, a socket already closed
+
+
 class SocketTransport:
     """A client socket, kept non-blocking: every wait is one poll() with
     the session's deadline, and no timeout is set or reset per call (each
@@ -148,6 +172,8 @@ class SocketTransport:
             pass
 
     def close(self) -> None:
+        if self.tls is not None:
+            close_notify(self.tls)  # S-111: after 221, 421, a timeout or an error
         sock = self.tls or self.sock
         try:
             sock.shutdown(socket.SHUT_RDWR)

@@ -151,3 +151,83 @@ def test_rcpt_pipelined_after_a_refused_mail_logs_its_recipient(start_msa, tmp_p
     assert "from=<" not in line, line  # no transaction, so no sender: not alice's old one
     mail_line = m.wait_log(r"reject: MAIL from .*").group(0)
     assert "from=<mallory@example.org>" in mail_line
+
+
+# -- S-111: close_notify before the TCP close -----------------------------------------------
+def _strict(m, port_key: str = "tls") -> ssl.SSLSocket:
+    """A TLS client that reports a close without close_notify as an error
+    (suppress_ragged_eofs=False), as Exim and OpenSSL's s_client do."""
+    raw = socket.create_connection(("127.0.0.1", m.ports[port_key]), timeout=10)
+    return m.client_ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+
+
+def _read_to_close(sock: ssl.SSLSocket) -> bytes:
+    """Everything until the server's close; an SSLEOFError (no close_notify)
+    fails the test."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_quit_sends_close_notify_on_implicit_tls(msa):  # S-111
+    s = _strict(msa)
+    assert s.recv(4096).startswith(b"220 ")
+    s.sendall(b"QUIT\r\n")
+    assert _read_to_close(s) == b"221 2.0.0 Bye\r\n"
+
+
+def test_quit_sends_close_notify_after_starttls(msa):  # S-111
+    raw = socket.create_connection(("127.0.0.1", msa.ports["starttls"]), timeout=10)
+    w = Wire(raw)
+    w.reply()
+    w.expect("EHLO client.example", 250)
+    w.expect("STARTTLS", 220)
+    s = msa.client_ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    s.sendall(b"EHLO client.example\r\nQUIT\r\n")
+    assert _read_to_close(s).endswith(b"221 2.0.0 Bye\r\n")
+
+
+def test_timeout_and_errors_send_close_notify(start_msa):  # S-111, S-108, S-106
+    m = start_msa(timeout=1)
+    s = _strict(m)
+    assert s.recv(4096).startswith(b"220 ")
+    assert _read_to_close(s) == b"421 4.4.2 msa.test Error: timeout exceeded\r\n"
+    s = _strict(m)
+    assert s.recv(4096).startswith(b"220 ")
+    s.sendall(b"FOO\r\n" * 10)
+    assert _read_to_close(s).endswith(b"421 4.7.0 msa.test Error: too many errors\r\n")
+
+
+def test_too_many_connections_on_tls_listener_sends_close_notify(start_msa):  # S-111, S-109
+    m = start_msa(max_connections=1)
+    first = _strict(m)
+    assert first.recv(4096).startswith(b"220 ")
+    second = _strict(m)
+    assert _read_to_close(second) == b"421 4.7.0 msa.test Too many connections\r\n"
+
+
+def test_shutdown_sends_close_notify(start_msa):  # S-111, S-110
+    import signal
+
+    m = start_msa()
+    s = _strict(m)
+    assert s.recv(4096).startswith(b"220 ")
+    m.proc.send_signal(signal.SIGTERM)
+    assert _read_to_close(s) == b"421 4.3.2 msa.test Service shutting down\r\n"
+    assert m.proc.wait(10) == 0
+
+
+def test_openssl_s_client_sees_no_unexpected_eof(msa, certs):  # S-111, RFC 8446 §6.1
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{msa.ports['tls']}", "-quiet",
+                        "-CAfile", certs.ca], input=b"QUIT\r\n", capture_output=True, timeout=30)
+    assert b"221 2.0.0 Bye" in p.stdout
+    assert b"unexpected eof" not in p.stderr.lower(), p.stderr
+
