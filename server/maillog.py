@@ -196,8 +196,10 @@ def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str) -> No
     log.info("%s: to=<%s>, relay=sendmail, delay=%.2f, status=%s (%s)", qid, esc(rcpt), delay, status, esc(detail))
 
 
-def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None, helo: str | None) -> None:
-    """``reply`` may carry client text (an address in a 550): escaped too."""
+def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None,
+           helo: str | None, hint: str | None = None) -> None:
+    """``reply`` may carry client text (an address in a 550): escaped too.
+    ``hint``: what the administrator could do, after the Postfix fields."""
     extra = []
     if sender is not None:
         extra.append(f"from=<{esc(sender)}>")
@@ -206,6 +208,8 @@ def reject(sid: str, command: str, client: str, reply: str, sender: str | None, 
     if helo is not None:
         extra.append(f"helo=<{esc(helo)}>")
     tail = "; " + " ".join(extra) if extra else ""
+    if hint is not None:
+        tail += f"; hint: {esc(hint, 2 * MAX_VALUE)}"
     log.info("%s: reject: %s from %s: %s%s", sid, command, client, esc(reply), tail)
 
 

@@ -307,12 +307,18 @@ class Session:
 
     def _sender_refusal(self, problem: Any, user: str) -> R.Reply:
         qid = self.qid or self.sid
+        hint = None
         if problem.kind == "not_owned":
             reply = R.from_not_owned(problem.address or "", user)
+            if self.sender == "":
+                # A null sender with a From: the user does not own is what a
+                # satellite MTA's bounce looks like (README "The users
+                # database"): say what would let it through.
+                hint = f"a bounce from an MTA relaying as {user}? add <{problem.address}> to {user}'s senders"
         elif problem.kind == "no_from":
             reply = R.NO_FROM_HEADER
         else:
             reply = R.CANNOT_VERIFY_FROM
         maillog.reject(qid, "END-OF-MESSAGE", self.client, str(reply), self.sender, None,
-                       self.conn.helo if self.conn else None)
+                       self.conn.helo if self.conn else None, hint)
         return reply

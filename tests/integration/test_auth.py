@@ -235,6 +235,50 @@ def test_null_sender_delivers_with_a_from_header(amsa):  # S-601, S-801
     assert d.argv[d.argv.index("-f") + 1] == "<>"
 
 
+BOUNCE = (b"From: Mail Delivery System <MAILER-DAEMON@nas.home.example>\r\n"
+          b"Subject: Undelivered Mail Returned to Sender\r\n\r\nThis is the mail system at host nas.\r\n")
+
+
+def test_satellite_mta_bounce_is_refused_with_a_hint_until_its_sender_is_added(amsa, users):  # S-602
+    # A home server relaying through msa as alice sends its own bounces as
+    # MAIL FROM:<> with From: MAILER-DAEMON@its-host. The rule stays (else
+    # forging MAILER-DAEMON would be free); the log says what to add.
+    w = _tls(amsa)
+    w.expect("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW), 235)
+    w.transaction("", "sender@example.net")
+    w.send(BOUNCE + b".\r\n")
+    assert w.reply() == (550, "550 5.7.1 From: address <MAILER-DAEMON@nas.home.example> not owned by user alice")
+    line = amsa.wait_log(r"reject: END-OF-MESSAGE .*").group(0)
+    assert line.endswith("from=<> helo=<client.example>; hint: a bounce from an MTA relaying as alice? "
+                         "add <MAILER-DAEMON@nas.home.example> to alice's senders"), line
+    # The README's remedy: the address among alice's senders.
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, msatest.MSA, "user", "--users", str(users), "senders", "alice",
+                        "alice@example.org", "@alice.example", "MAILER-DAEMON@nas.home.example"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    amsa.wait_log(r"reloaded: 2 users")
+    w = _tls(amsa)
+    w.expect("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW), 235)
+    w.transaction("", "sender@example.net")
+    w.send(BOUNCE + b".\r\n")
+    assert w.reply()[0] == 250
+    [d] = amsa.outbox.messages()
+    assert d.sender == "<>" and b"MAILER-DAEMON@nas.home.example" in d.data
+
+
+def test_forged_from_with_a_real_sender_gets_no_bounce_hint(amsa):  # S-602
+    w = _tls(amsa)
+    w.expect("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW), 235)
+    w.transaction("alice@example.org", "victim@example.net")
+    w.send(b"From: ceo@bank.example\r\n\r\npay now\r\n.\r\n")
+    assert w.reply()[0] == 550
+    line = amsa.wait_log(r"reject: END-OF-MESSAGE .*").group(0)
+    assert "hint" not in line
+
+
 def test_auth_with_initial_response_pipelined_with_the_transaction(amsa):  # S-513
     w = _tls(amsa)
     w.send(("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW) + "\r\n").encode()
