@@ -360,18 +360,21 @@ def test_one_accepted_rcpt_is_one_recipient_at_postfix(postfix, start_msa):
     # S-206, S-1004: for every hostile but accepted recipient, the number of
     # recipients Postfix queued (qmgr's nrcpt=) equals the number msa
     # accepted, and each is handed on as one argument after "--".
+    # The sender, on the command line after -f, is hostile too: Postfix must
+    # log it as msa accepted it.
     m = start_msa(sendmail=postfix.sendmail, max_recipients=100)
-    for n, (rcpts, utf8) in enumerate([(HOSTILE_RECIPIENTS, False), (HOSTILE_UTF8_RECIPIENTS, True)]):
-        sender = f"invariant{n}@example.org"
+    cases = [(HOSTILE_RECIPIENTS, False, '"invariant0,x;y(z)<w> v"@example.org'),
+             (HOSTILE_UTF8_RECIPIENTS, True, '"invariant1\\"q,ü"@example.org')]
+    for n, (rcpts, utf8, sender) in enumerate(cases):
         message = HDR + f"Subject: invariant {n}\r\n\r\nhostile recipients\r\n".encode()
         accepted, code, text = _submit_many(m.ports["tls"], m.client_ctx, sender, rcpts, message, smtputf8=utf8)
         assert code == 250, text
         qid = queue_id(text)
         assert accepted == len(set(rcpts))
-        m.wait_log(rf"{qid}: from=<{sender}>, size=\d+, nrcpt={accepted}\b")
-        pickup = postfix.wait_log(rf"postfix/pickup\[\d+\]: ([0-9A-F]+): uid=0 from=<{sender}>")
+        m.wait_log(rf"{qid}: from=<{re.escape(sender)}>, size=\d+, nrcpt={accepted}\b")
+        pickup = postfix.wait_log(rf"postfix/pickup\[\d+\]: ([0-9A-F]+): uid=0 from=<{re.escape(sender)}>")
         pf_qid = pickup.group(1)
-        queued = postfix.wait_log(rf"postfix/qmgr\[\d+\]: {pf_qid}: from=<{sender}>, size=\d+, nrcpt=(\d+)")
+        queued = postfix.wait_log(rf"postfix/qmgr\[\d+\]: {pf_qid}: from=<{re.escape(sender)}>, size=\d+, nrcpt=(\d+)")
         assert int(queued.group(1)) == accepted, postfix.log()
 
 
