@@ -1,10 +1,8 @@
 """DataDecoder: the DATA phase, decoded in chunks (SPEC.md §3).
 
 Owns: finding the end of the message, dot-unstuffing, line-ending
-normalisation, and the size, bare-CR and NUL verdicts. It works on whole
-chunks with `bytes.find`/`bytes.count` and carries at most three bytes from
-one chunk to the next (S-303); there is no loop per line, only one per line
-that starts with a dot.
+normalisation, and the size, bare-CR and NUL verdicts. Imports nothing but
+`re` and `enum`.
 
 The rules:
 - S-301: only CRLF "." CRLF ends the data, the CRLF before the dot being the
@@ -14,8 +12,28 @@ The rules:
 - S-304..S-306: size past the limit, a bare CR or a NUL stop storage; the
   data is still read to its end, then refused once.
 
-Decoding starts as if a CRLF had just been seen, which makes "the dot is the
-first line" the same case as any other.
+S-303: every chunk costs the same few C-speed operations (`bytes.find`,
+`bytes.count`, `bytes.replace`, one anchored regex), whatever it holds; there
+is no Python loop per line or per byte, so a message of nothing but dot lines
+costs about what plain text does.
+
+How: decoding starts as if a CRLF had just been seen (the DATA command's
+own, not part of the message), which makes "the dot is the first line" the
+same case as any other. Then, with `buf` = carry + chunk:
+
+- Every CRLF ends a line, so the end is the first b"\\r\\n.\\r\\n" in `buf`.
+- Without one, the longest tail of at most 4 bytes that may begin either the
+  end (b"\\r\\n.\\r\\n") or a dot line after a bare LF (b"\\n.\\r\\n") is
+  carried to the next chunk. What comes before it, the decided region, then
+  never ends in a CR whose LF may follow, nor in an LF whose dot may follow:
+  each question about the region is answered inside it.
+- In the region: a bare CR iff there are more CRs than CRLFs (S-305); a
+  bare LF iff there are more LFs than CRLFs, and only then does anything but
+  unstuffing change the bytes (S-302). Every LF starts a line, so unstuffing
+  is one `replace` of LF "." by LF, and the size after it is known from
+  counts alone (S-304).
+
+tests/datatest.py holds the line-by-line reference this is checked against.
 """
 
 from __future__ import annotations
@@ -23,8 +41,10 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_END = b".\r\n"
+_END = b"\r\n.\r\n"  # S-301
+#: The longest suffix that is a prefix of b"\r\n.\r\n" or of b"\n.\r\n".
+_TAIL = re.compile(rb"(?:\r(?:\n(?:\.\r?)?)?|\n(?:\.(?:\r\n?)?)?)\Z")
+_TAIL_MAX = 4
 
 
 class DataError(Enum):
@@ -34,12 +54,11 @@ class DataError(Enum):
 
 
 class DataDecoder:
-    __slots__ = ("_carry", "_skip", "_last_in", "size", "max_size", "done", "_bare_cr", "_nul")
+    __slots__ = ("_carry", "_skip", "size", "max_size", "done", "_bare_cr", "_nul")
 
     def __init__(self, max_size: int) -> None:
         self._carry = b"\r\n"  # virtual: the DATA command's own line ending
         self._skip = 2  # ... which is not part of the message
-        self._last_in = 0  # the input byte just before _carry
         self.size = 0
         self.max_size = max_size
         self.done = False
@@ -68,94 +87,56 @@ class DataDecoder:
         """
         carry = self._carry
         buf = carry + data if carry else data
-        n = len(buf)
-
-        # How far can be decided now: keep a trailing CR (is LF next?) and a
-        # trailing LF followed by a prefix of ".\r\n" (is this the end?).
-        limit = n
-        if buf.endswith(b"\r"):
-            limit = n - 1
-        j = buf.rfind(b"\n", max(0, n - 3))
-        if j != -1 and _END.startswith(buf[j + 1 :]):
-            limit = min(limit, j)
-
-        # One pass of counts tells whether every line ending in the region is
-        # CRLF; then only "\r\n." can start a dot line, a rarer pattern.
-        counts = self._counts(buf, limit)
-        clean = counts[3]
-        pattern, back = (b"\r\n.", 1) if clean else (b"\n.", 0)
-
-        pieces: list[bytes] = []
-        seg = self._skip
-        self._skip = 0
-        # The first byte stored is an LF whose CR ended the previous chunk.
-        edge = seg == 0 and buf[:1] == b"\n" and self._last_in == 0x0D
-        end_at: int | None = None
-        pos = 0
-        while True:
-            if pos == 0 and buf.startswith(b"\n.") and limit >= 2:
-                i = 0  # an LF whose CR ended the previous chunk
-            else:
-                k = buf.find(pattern, pos, limit)
-                if k == -1:
-                    break
-                i = k + back
-            d = i + 1
-            prev = buf[i - 1] if i > 0 else self._last_in
-            if prev == 0x0D and buf[d + 1 : d + 3] == b"\r\n":
-                pieces.append(buf[seg : i + 1])
-                end_at = d + 3
-                break
-            pieces.append(buf[seg:d])  # unstuff: drop the dot at d
-            seg = d + 1
-            pos = d
-        if end_at is None:
-            pieces.append(buf[seg:limit])
-            region_end = limit
-        else:
-            region_end = end_at - 2  # through the LF before the final dot
-            counts = self._counts(buf, region_end)  # once per message
-
-        # Every fault is looked for in every chunk, stored or not (S-304..S-306).
-        cr, crlf_from, _, clean = counts
-        if cr != crlf_from:
-            self._bare_cr = True  # S-305: a CR that does not start a CRLF
-        if not self._nul and buf.find(b"\x00", 0, region_end) != -1:
-            self._nul = True  # S-306
-        out = b"".join(pieces) if len(pieces) != 1 else pieces[0]
-        if out and not self._bare_cr:
-            if not clean:
-                out = self._normalise(out, edge)
-            self.size += len(out)  # S-304: counted after unstuffing
-        if self.error is not None:
-            out = b""  # nothing more is stored
-
-        if end_at is not None:
+        # Most chunks hold no CRLF ".": a reverse search says so fastest.
+        crlf_dot = buf.rfind(b"\r\n.") != -1
+        end = buf.find(_END) if crlf_dot else -1
+        if end != -1:
+            out = self._decide(buf, end + 2, crlf_dot)  # through the CRLF before the dot
             self.done = True
             self._carry = b""
-            return out, end_at - len(carry)
-        if region_end > 0:
-            self._last_in = buf[region_end - 1]
-        self._skip = max(0, seg - region_end)  # the virtual CRLF, if still carried
-        self._carry = buf[region_end:]
+            return out, end + len(_END) - len(carry)
+        tail = _TAIL.search(buf, max(0, len(buf) - _TAIL_MAX))
+        stop = tail.start() if tail is not None else len(buf)
+        out = self._decide(buf, stop, crlf_dot)
+        self._carry = buf[stop:]
         return out, None
 
-    def _counts(self, buf: bytes, end: int) -> tuple[int, int, int, bool]:
-        """(CRs, CRLFs starting before `end`, LFs, every LF after a CR) over
-        buf[:end], at C speed. Skipped once a bare CR has settled the verdict."""
-        if self._bare_cr:
-            return 0, 0, 0, True
-        cr = buf.count(b"\r", 0, end)
-        crlf_from = buf.count(b"\r\n", 0, end + 1)
-        lf = buf.count(b"\n", 0, end)
-        crlf_in = crlf_from - (end > 0 and buf[end - 1] == 0x0D and buf[end : end + 1] == b"\n")
-        edge = buf[:1] == b"\n" and self._last_in == 0x0D
-        return cr, crlf_from, lf, lf == crlf_in + edge
-
-    @staticmethod
-    def _normalise(out: bytes, edge: bool) -> bytes:
-        """S-302: store a bare LF as CRLF. `edge`: the first byte is an LF
-        whose CR ended the previous chunk, so it is not bare."""
-        if edge:
-            return b"\n" + _BARE_LF.sub(b"\r\n", out[1:])
-        return _BARE_LF.sub(b"\r\n", out)
+    def _decide(self, buf: bytes, stop: int, crlf_dot: bool) -> bytes:
+        """Judge and decode buf[:stop], the decided region; return what is
+        stored. `crlf_dot`: buf may hold a CRLF ".". Every fault is looked
+        for in every region, stored or not (S-304..S-306); after a bare CR
+        nothing else can change the verdict."""
+        if stop == 0 or self._bare_cr:
+            return b""
+        skip = self._skip  # never splits the virtual CRLF: see _TAIL
+        self._skip = 0
+        crlf = buf.count(b"\r\n", 0, stop)
+        if buf.count(b"\r", 0, stop) != crlf:
+            self._bare_cr = True  # S-305: a CR that does not start a CRLF
+            return b""
+        if not self._nul and buf.find(b"\x00", 0, stop) != -1:
+            self._nul = True  # S-306
+        bare_lf = buf.count(b"\n", 0, stop) - crlf
+        if self.error is not None:
+            # Nothing more is stored, but the size is still counted, from
+            # counts: every LF starts a line, so each LF "." is a dropped dot.
+            self.size += stop - skip - buf.count(b"\n.", 0, stop) + bare_lf
+            return b""
+        out = buf[:stop]
+        if bare_lf:
+            # S-302, with no bare CR: drop the first dot of each line (the
+            # matches cannot overlap), then store every LF as CRLF. Removing
+            # a dot after an LF never makes or breaks a CRLF.
+            if out.rfind(b"\n.") != -1:
+                out = out.replace(b"\n.", b"\n")
+            if crlf:
+                out = out.replace(b"\r\n", b"\n")
+            out = out.replace(b"\n", b"\r\n")
+        elif crlf_dot:
+            out = out.replace(b"\r\n.", b"\r\n")  # every line ends in CRLF
+        if skip:
+            out = out[skip:]
+        self.size += len(out)  # S-304: counted after unstuffing
+        if self.size > self.max_size:
+            return b""  # nothing more is stored
+        return out
