@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import deque
 
 import pytest
@@ -242,6 +243,55 @@ def test_every_split_of_a_message_with_dots_and_mixed_endings():  # S-303
     assert whole[2] is None and whole[0] == reference(stream)[0]
     for pieces in splits(stream, 1) + splits(stream, 2):
         assert decode(pieces) == whole, pieces
+
+
+# S-303 without a clock: the Python lines smtp_states/data.py runs for each
+# 64 KiB chunk, counted with sys.settrace. bytes.find/count/replace run no
+# Python line, so a decoder without a loop per line or per byte runs the same
+# few lines for a chunk of dot lines as for a chunk of text.
+CHUNK = 64 * 1024
+DATA_PY = DataDecoder.feed.__code__.co_filename
+
+
+def lines_run_per_chunk(body: bytes) -> list[int]:
+    """Line events inside smtp_states/data.py for each 64 KiB feed of `body`."""
+    decoder = DataDecoder(10**9)
+    counts: list[int] = []
+
+    def in_data_py(frame, event, arg):
+        if event == "line":
+            counts[-1] += 1
+        return in_data_py
+
+    def on_call(frame, event, arg):
+        return in_data_py if frame.f_code.co_filename == DATA_PY else None
+
+    previous = sys.gettrace()
+    try:
+        for i in range(0, len(body), CHUNK):
+            counts.append(0)
+            sys.settrace(on_call)
+            out, consumed = decoder.feed(body[i : i + CHUNK])
+            sys.settrace(previous)
+            assert consumed is None and out
+    finally:
+        sys.settrace(previous)
+    return counts
+
+
+HOSTILE_LINES = [b"\n.", b"\r\n..", b"\n.\r\n"]  # the last: ".\r\n" lines after bare LFs
+
+
+@pytest.mark.parametrize("unit", HOSTILE_LINES, ids=["lf-dot", "crlf-dot-dot", "dot-crlf-after-lf"])
+def test_dot_lines_cost_no_python_line_each(unit):  # S-303
+    text = lines_run_per_chunk(b"plain text, nothing to unstuff\r\n" * (1024 * 1024 // 32))
+    small = lines_run_per_chunk(unit * (256 * 1024 // len(unit)))
+    big = lines_run_per_chunk(unit * (1024 * 1024 // len(unit)))
+    assert (len(small), len(big)) == (4, 16)
+    # Every chunk holds over 10,000 dot lines: a loop per line would show.
+    assert max(big) <= max(text) + 10, (big, text)
+    # Four times the dot lines, four times the chunks, the same cost each.
+    assert big[: len(small)] == small and set(big[len(small) :]) <= set(small[1:]), (small, big)
 
 
 # =============================================================================
