@@ -9,6 +9,9 @@
   trusted session (S-204, S-207, S-1011).
 - Dot-stuffing as smtplib does it, then decoding, gives the message back
   (S-301, S-302).
+- On long streams dense in CR, LF, ".", NUL, however split, the decoder gives
+  the line reference's output and, of its faults, the one its fixed
+  priority names (S-301..S-306).
 
 Profiles ("ci", "fuzz") come from tests/conftest.py.
 """
@@ -40,6 +43,7 @@ from smtp_states import (
     StartTls,
 )
 from smtp_states import replies as R
+from smtp_states.data import DataError
 from datatest import decode, reference
 
 
@@ -533,3 +537,56 @@ def test_decoder_chunking_is_invisible(stream, pick):  # S-303
     assert single[1] == whole[1] and single[2] == whole[2]
     if whole[1] is not None and whole[2] is None:
         assert single == whole
+
+
+#: Of several faults, the one the decoder names (its fixed priority, S-303..S-306).
+VERDICT_ORDER = (DataError.BARE_CR, DataError.NUL, DataError.TOO_BIG)
+END = b"\r\n.\r\n"
+
+
+DENSE_UNITS = [b"\r", b"\n", b".", b"\x00", b"a", b"\r\n", b"\n."]
+#: Line texts, weighted by repetition: mostly dot lines; "." alone (the end,
+#: after a CRLF) rarer. FAULTY_TEXTS join them in a quarter of the streams.
+DENSE_TEXTS = [b"", b"", b"..", b"...", b".a", b".a", b"a", b"a.", b"."]
+FAULTY_TEXTS = [b".\x00", b"\r."]
+
+
+@st.composite
+def dense_streams(draw) -> bytes:
+    """Streams dense in CR, LF, "." and NUL, then maybe an end and a next
+    command: either up to 600 draws from a few of DENSE_UNITS (some without
+    CR or NUL, so that many are clean), or up to 300 lines of DENSE_TEXTS
+    ending in CRLF or a bare LF. The length is drawn first: hypothesis's
+    lists are short on average."""
+    picks = draw(st.binary(min_size=draw(st.integers(0, 600)), max_size=600))
+    if draw(st.booleans()):
+        units = draw(st.lists(st.sampled_from(DENSE_UNITS), min_size=1, unique=True))
+        body = b"".join(units[b % len(units)] for b in picks)
+    else:
+        texts = DENSE_TEXTS + (FAULTY_TEXTS if draw(st.integers(0, 3)) == 0 else [])
+        pairs = zip(picks[::2], picks[1::2], strict=False)  # an odd last pick is left over
+        body = b"".join(texts[t % len(texts)] + (b"\r\n", b"\n")[e & 1] for t, e in pairs)
+    return body + draw(st.sampled_from([b"", END, END + b"NOOP\r\n", b"\r\n.", b"\n.\r"]))
+
+
+@given(stream=dense_streams(), max_size=st.one_of(st.just(10**9), st.integers(0, 1000)), pick=st.data())
+def test_decoder_equals_line_reference_on_dense_streams(stream, max_size, pick):  # S-301..S-306
+    for chunks in (pick.draw(chunked(stream)), [bytes([b]) for b in stream]):
+        agrees_with_reference(stream, chunks, max_size)
+
+
+def agrees_with_reference(stream: bytes, chunks: list[bytes], max_size: int) -> None:
+    expected, consumed, errors = reference(stream, max_size)
+    out, got_consumed, error, size = decode(chunks, max_size)
+    assert got_consumed == consumed
+    if consumed is not None:
+        assert error == next((e for e in VERDICT_ORDER if e in errors), None)
+        if error is None:
+            assert (out, size) == (expected, len(expected))
+        return
+    # Not ended: what was decided cannot depend on what comes next.
+    completed, _, completed_errors = reference(stream + END, max_size)
+    if error is not None:
+        assert error in completed_errors
+    elif not completed_errors:
+        assert completed.startswith(out) and size == len(out)
