@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from datatest import reference
 from msatest import HDR, MESSAGE, Wire, smtp, strip_received
 
 
@@ -67,6 +68,34 @@ def test_bare_lf_message_is_stored_with_crlf(msa):  # S-302
     assert w.reply()[0] == 250
     [d] = msa.outbox.messages()
     assert strip_received(d.data) == HDR + b"Subject: lf\r\n\r\nline one\r\ndotted\r\nend\r\n"
+
+
+def test_thousands_of_dot_lines_arrive_byte_exact(msa):  # S-302, S-303
+    body = (
+        b"..x\r\n" * 5000  # stuffed CRLF lines
+        + b"\n." * 5000  # dot lines after bare LFs, the last one ".\r\n"
+        + b"\r\n"
+        + b"..x\n" * 3000  # stuffed, with bare LFs
+        + b"\r\n.." * 3000  # "." lines, stuffed
+        + b"\r\nend\r\n"
+    )
+    stream = HDR + b"Subject: dots\r\n\r\n" + body + b".\r\n"
+    expected, consumed, errors = reference(stream)
+    assert (consumed, errors) == (len(stream), set())
+    assert expected.count(b"\r\n.x") == 8000 and b"\n" not in expected.replace(b"\r\n", b"")
+    w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
+    w.reply()
+    w.expect("EHLO x.example", 250)
+    w.transaction("alice@example.org", "bob@example.net")
+    w.send(stream)
+    assert w.reply()[0] == 250
+    w.transaction("alice@example.org", "carol@example.net")  # the session goes on
+    w.send(HDR + b"Subject: 2\r\n\r\n.\n..\r\n.\r\n")
+    assert w.reply()[0] == 250
+    first, second = msa.outbox.messages()
+    assert strip_received(first.data) == expected
+    assert strip_received(second.data) == HDR + b"Subject: 2\r\n\r\n\r\n.\r\n"
+    assert second.recipients == ["carol@example.net"]
 
 
 SMUGGLING = [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r.\r", b"\r.\n", b"\n.\r",
