@@ -22,11 +22,11 @@ own, not part of the message), which makes "the dot is the first line" the
 same case as any other. Then, with `buf` = carry + chunk:
 
 - Every CRLF ends a line, so the end is the first b"\\r\\n.\\r\\n" in `buf`.
-- Without one, the longest tail of at most 4 bytes that may begin either the
-  end (b"\\r\\n.\\r\\n") or a dot line after a bare LF (b"\\n.\\r\\n") is
-  carried to the next chunk. What comes before it, the decided region, then
-  never ends in a CR whose LF may follow, nor in an LF whose dot may follow:
-  each question about the region is answered inside it.
+- Without one, the longest tail of at most 4 bytes that may begin the end
+  (b"\\r\\n.\\r\\n"), or else a last LF, is carried to the next chunk. What
+  comes before it, the decided region, then never ends in a CR whose LF may
+  follow, nor in an LF whose dot may follow: each question about the region
+  is answered inside it. (An LF "." that ends it is decided: that dot goes.)
 - In the region: a bare CR iff there are more CRs than CRLFs (S-305); a
   bare LF iff there are more LFs than CRLFs, and only then does anything but
   unstuffing change the bytes (S-302). Every LF starts a line, so unstuffing
@@ -42,8 +42,8 @@ import re
 from enum import Enum
 
 _END = b"\r\n.\r\n"  # S-301
-#: The longest suffix that is a prefix of b"\r\n.\r\n" or of b"\n.\r\n".
-_TAIL = re.compile(rb"(?:\r(?:\n(?:\.\r?)?)?|\n(?:\.(?:\r\n?)?)?)\Z")
+#: The longest suffix that is a prefix of b"\r\n.\r\n", else a last LF.
+_TAIL = re.compile(rb"(?:\r(?:\n(?:\.\r?)?)?|\n)\Z")
 _TAIL_MAX = 4
 
 
