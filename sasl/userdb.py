@@ -5,7 +5,9 @@ comments, documented in users.db.example), its parsing with ``PATH:LINE:
 why`` problems, what a valid user name (S-509), CRAM-MD5 credential (S-508)
 and permitted sender (S-603) are, the sender policy ``may_send_as``, and
 the text edits of ``msa.py user``, which keep every other line byte for
-byte. It reads one file in ``load`` and writes none. What an acceptable
+byte. It opens no file: the shell reads the bytes and ``parse_bytes``
+decodes and parses them (a missing file, an empty database, is the
+shell's business too). What an acceptable
 argon2id hash is (S-1013) lives in ``verify``. Imports: the standard
 library, and ``idna`` lazily for non-ASCII domains (IDNA2008 with UTS #46,
 never Python's IDNA2003 codec, S-603).
@@ -25,7 +27,7 @@ from .verify import argon2_problem, nondefault_params
 
 __all__ = [
     "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user",
-    "format_user", "load", "name_problem", "nondefault_params", "parse", "replace_user",
+    "decode", "format_user", "name_problem", "nondefault_params", "parse", "parse_bytes", "replace_user",
 ]  # fmt: skip
 
 
@@ -311,21 +313,21 @@ def parse(text: str, path: str) -> UserDB:
     return UserDB(path, users)
 
 
-def load(path: str) -> UserDB:
-    """Read and parse ``path``; a missing file is an empty database."""
+def decode(data: bytes, path: str) -> str:
+    """The text of a users file read by the shell; UserDBError names the line
+    of the first octet that is not UTF-8."""
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except FileNotFoundError:
-        return UserDB(path)
-    except OSError as error:
-        raise UserDBError([f"{path}: cannot read: {error.strerror or error}"]) from None
-    try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise UserDBError([f"{path}:{line}: not valid UTF-8"]) from None
-    return parse(text, path)
+
+
+def parse_bytes(data: bytes, path: str) -> UserDB:
+    """The database in ``data``, the content of ``path`` as the shell read it
+    (``server/files.py``, which bounds the read and refuses FIFOs and
+    devices); UserDBError lists every problem as ``PATH:LINE: why``."""
+    return parse(decode(data, path), path)
 
 
 # --- edits for ``msa.py user`` (comments, blank lines and order kept) --------

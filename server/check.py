@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import subprocess
 from typing import TextIO
 
 from . import config as config_mod
-from . import tls
+from . import runtime
 
 
 def run(path: str, out: TextIO) -> int:
@@ -30,15 +29,10 @@ def run(path: str, out: TextIO) -> int:
         problems.append("argon2: the argon2-cffi module is missing (Debian: apt install python3-argon2)")
 
     if cfg.tls_cert and cfg.tls_key:
-        for key in ("tls_cert", "tls_key"):
-            p = getattr(cfg, key)
-            if not os.path.exists(p):
-                problems.append(f"{cfg.where(key)}: {key}: {p}: no such file")
-        if not any(key in p for p in problems for key in ("tls_cert", "tls_key")):
-            try:
-                tls.server_context(cfg.tls_cert, cfg.tls_key)
-            except (OSError, ssl.SSLError) as e:
-                problems.append(f"{cfg.where('tls_cert')}: cannot load certificate and key: {getattr(e, 'strerror', None) or e}")
+        try:
+            runtime.tls_context(cfg)
+        except runtime.StartupError as e:
+            problems.extend(e.problems)
         if cfg.run_as and os.getuid() == 0:
             warnings.append(f"{cfg.where('tls_key')}: a certificate reload after run_as needs {cfg.tls_key} readable by {cfg.run_as}")
     else:
@@ -47,13 +41,10 @@ def run(path: str, out: TextIO) -> int:
     try:
         import sasl
 
-        if not os.path.exists(cfg.users):
-            warnings.append(f"{cfg.users}: users database does not exist; no user can authenticate")
-        else:
-            db = sasl.load(cfg.users)
-            odd = sasl.nondefault_params(db)
-            if odd:
-                warnings.append(f"{cfg.users}: argon2 parameters differ from the defaults for {', '.join(odd)}; their login time differs until `msa.py user passwd` rehashes them (S-510)")
+        db = runtime.load_users(cfg, warnings.append)
+        odd = sasl.nondefault_params(db)
+        if odd:
+            warnings.append(f"{cfg.users}: argon2 parameters differ from the defaults for {', '.join(odd)}; their login time differs until `msa.py user passwd` rehashes them (S-510)")
     except ImportError:
         pass  # reported above
     except sasl.UserDBError as e:

@@ -15,6 +15,8 @@ import shlex
 import socket
 from dataclasses import dataclass, field
 
+from . import files
+
 DEFAULT_PATH = "/etc/msa/msa.conf"
 
 
@@ -113,13 +115,16 @@ def _key_lines(text: str) -> dict[str, int]:
 
 def load(path: str) -> Config:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([f"{path}: cannot read: {getattr(e, 'strerror', None) or e}"]) from None
-    return parse(text, path)
+        data = files.read_regular(path, files.CONFIG_MAX_OCTETS)
+    except files.FileProblem as e:
+        raise ConfigError([str(e)]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError([f"{path}:{line}: not valid UTF-8"]) from None
+    # Universal newlines, as open() in text mode gave them: CRLF and CR end lines.
+    return parse(text.replace("\r\n", "\n").replace("\r", "\n"), path)
 
 
 def parse(text: str, path: str) -> Config:

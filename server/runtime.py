@@ -13,6 +13,7 @@ import os
 import secrets
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ import sasl
 from sasl.throttle import client_key as ip_key
 from smtp_states import Settings
 
-from . import maillog, tls
+from . import files, maillog, tls
 from .config import Config
 
 
@@ -145,21 +146,48 @@ class StartupError(Exception):
         self.problems = problems
 
 
-def load_users(cfg: Config) -> sasl.UserDB:
-    """The users database; a missing file is an empty one (CONTRACT.md)."""
-    if not os.path.exists(cfg.users):
-        maillog.warning(f"{cfg.users}: users database does not exist; no user can authenticate")
-    return sasl.load(cfg.users)
+def load_users(cfg: Config, warn: Callable[[str], None] = maillog.warning) -> sasl.UserDB:
+    """The users database; a missing file is an empty one, with a warning
+    (CONTRACT.md). UserDBError lists the problems, ready for the user."""
+    try:
+        data = files.read_regular(cfg.users, files.USERS_MAX_OCTETS)
+    except files.FileMissing:
+        warn(f"{cfg.users}: users database does not exist; no user can authenticate")
+        return sasl.UserDB(cfg.users)
+    except files.FileProblem as e:
+        raise sasl.UserDBError([f"{cfg.where('users')}: users: {e}"]) from None
+    return sasl.parse_bytes(data, cfg.users)
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | None:
+    """The server context from tls_cert and tls_key, None when they are not
+    set; StartupError lists the problems. Both files pass
+    files.read_regular first: load_cert_chain opens them with a plain,
+    blocking open and read, which a FIFO would hang and /dev/zero exhaust."""
+    if not (cfg.tls_cert and cfg.tls_key):
+        return None
+    problems = []
+    for key in ("tls_cert", "tls_key"):
+        try:
+            files.read_regular(getattr(cfg, key), files.TLS_MAX_OCTETS)
+        except files.FileProblem as e:
+            problems.append(f"{cfg.where(key)}: {key}: {e}")
+    if problems:
+        raise StartupError(problems)
+    try:
+        return tls.server_context(cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise StartupError([f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {why}"]) from None
 
 
 def build_runtime(cfg: Config) -> Runtime:
     problems: list[str] = []
     ctx = None
-    if cfg.tls_cert and cfg.tls_key:
-        try:
-            ctx = tls.server_context(cfg.tls_cert, cfg.tls_key)
-        except (OSError, ssl.SSLError) as e:
-            problems.append(f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {getattr(e, 'strerror', None) or e}")
+    try:
+        ctx = tls_context(cfg)
+    except StartupError as e:
+        problems.extend(e.problems)
     users = None
     try:
         users = load_users(cfg)

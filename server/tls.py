@@ -7,6 +7,8 @@ import ssl
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """Callers check both paths with files.read_regular first
+    (runtime.tls_context does): load_cert_chain would block on a FIFO."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)  # not set by Python

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from sasl import (
-    User, UserDB, UserDBError, add_users, check_sender, delete_user, hash_password, name_problem,
+    User, UserDB, UserDBError, add_users, check_sender, decode, delete_user, hash_password, name_problem,
     nondefault_params, parse, replace_user,
 )  # fmt: skip
 from sasl.limits import MAX_PASSWORD_OCTETS
 from sasl.md5state import cram_md5_credential
 from sasl.verify import argon2_problem
+
+from .files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
 
 __all__ = ["LOCK_WAIT_SECONDS", "build_parser", "run"]
 
@@ -111,24 +113,18 @@ def run(
     return 0
 
 
-def _decode(data: bytes, path: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise _Fail(1, f"{path}:{line}: not valid UTF-8") from None
-
-
 def _read(path: str, *, missing_ok: bool) -> str:
+    """The text of ``path``, read with the daemon's bound (server/files.py)."""
     try:
-        with open(path, "rb") as file:
-            return _decode(file.read(), path)
-    except FileNotFoundError:
+        return decode(read_regular(path, USERS_MAX_OCTETS), path)
+    except FileMissing:
         if missing_ok:
             return ""
         raise _Fail(1, f"{path}: no such file") from None
-    except OSError as error:
-        raise _Fail(1, f"{path}: cannot read: {error.strerror or error}") from None
+    except FileProblem as error:
+        raise _Fail(1, str(error)) from None
+    except UserDBError as error:
+        raise _Fail(1, *error.problems) from None
 
 
 def _database(path: str, *, missing_ok: bool = True) -> UserDB:

@@ -41,6 +41,13 @@ def test_sasl_is_sans_io(module):  # DESIGN.md: the core never touches sockets, 
 
 
 @pytest.mark.parametrize("module", MODULES)
+def test_sasl_opens_no_file(module):  # DESIGN.md: the shell reads users.db (server/files.py)
+    tree = ast.parse(open(os.path.join(SASL, module), encoding="utf-8").read())
+    called = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert not called & {"open", "os.open", "io.open", "os.read", "os.stat"}
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_modules_are_small_and_documented(module):  # STYLE.md 8, 13
     path = os.path.join(SASL, module)
     text = open(path, encoding="utf-8").read()

@@ -15,12 +15,18 @@ import pytest
 from argon2 import PasswordHasher
 
 import sasl
-from sasl import Credentials, load, verify
+from sasl import Credentials, parse_bytes, verify
 from sasl.md5state import cram_md5_credential
 from server import usercmd
+from server.files import USERS_MAX_OCTETS, read_regular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def load(path: str) -> sasl.UserDB:
+    """The database as the daemon reads it (server.runtime.load_users)."""
+    return parse_bytes(read_regular(path, USERS_MAX_OCTETS), path)
 
 
 @pytest.fixture(autouse=True)

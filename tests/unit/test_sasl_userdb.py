@@ -16,9 +16,9 @@ from sasl import (
     check_sender,
     delete_user,
     format_user,
-    load,
     nondefault_params,
     parse,
+    parse_bytes,
     replace_user,
 )
 from sasl.md5state import cram_md5_credential
@@ -162,33 +162,21 @@ def test_real_argon2_cffi_hashes_are_accepted():
         assert len(parse(line(phc=hasher.hash("x")), "p")) == 1
 
 
-def test_load_missing_file_is_empty(tmp_path):  # CONTRACT.md: caller warns
-    db = load(str(tmp_path / "nope.db"))
-    assert len(db) == 0 and db.path == str(tmp_path / "nope.db")
-
-
-def test_load_invalid_utf8_names_path_and_line(tmp_path):
-    path = tmp_path / "users.db"
-    path.write_bytes(b"# ok\n" + line().encode() + b"\n\xff\xfe\n")
+def test_parse_bytes_invalid_utf8_names_path_and_line():
+    data = b"# ok\n" + line().encode() + b"\n\xff\xfe\n"
     with pytest.raises(UserDBError) as caught:
-        load(str(path))
-    assert caught.value.problems == [f"{path}:3: not valid UTF-8"]
+        parse_bytes(data, "/etc/msa/users.db")
+    assert caught.value.problems == ["/etc/msa/users.db:3: not valid UTF-8"]
 
 
-def test_load_unreadable_is_an_error(tmp_path):
-    with pytest.raises(UserDBError) as caught:
-        load(str(tmp_path))  # a directory
-    assert caught.value.problems[0].startswith(f"{tmp_path}: cannot read")
-
-
-def test_load_keeps_crlf_files_working(tmp_path):
-    path = tmp_path / "users.db"
-    path.write_bytes(("# x\r\n" + line() + "\r\n").encode())
-    assert [u.name for u in load(str(path))] == ["alice"]
+def test_parse_bytes_keeps_crlf_files_working():
+    assert [u.name for u in parse_bytes(("# x\r\n" + line() + "\r\n").encode(), "p")] == ["alice"]
 
 
 def test_example_file_parses_and_has_the_demo_user():  # CONTRACT.md
-    db = load(os.path.join(ROOT, "users.db.example"))
+    path = os.path.join(ROOT, "users.db.example")
+    with open(path, "rb") as example:
+        db = parse_bytes(example.read(), path)
     assert [u.name for u in db] == ["demo"]
     assert db.all_have_cram
     assert nondefault_params(db) == []
