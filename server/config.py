@@ -2,7 +2,9 @@
 
 Every problem is reported, not only the first, as `FILE:LINE: message` (or
 `FILE: message` when no line applies); unknown keys are errors naming the
-key. Relative paths are relative to the configuration file.
+key, and so is a value holding a control or invisible character. Relative
+paths are relative to the configuration file. The file itself is read with
+files.read_regular (a FIFO or /dev/zero as `-c` gets a message, not a hang).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shlex
 import socket
+import unicodedata
 from dataclasses import dataclass, field
 
 from . import files
@@ -103,10 +106,70 @@ _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
 
+#: Keys whose value is a list: there a tab separates words and a newline
+#: (a continuation line, which configparser joins with one) items.
+_LIST_KEYS = frozenset({"listen", "trusted_networks", "sendmail"})
+
+#: Unicode categories refused in any value, beside Cc (controls, NUL among
+#: them): configparser passes them through, and each would reach a path,
+#: a user name or a log line. Cf: invisible format characters (bidi
+#: overrides, zero-width spaces) that make a value read as another;
+#: Zl, Zp: line and paragraph separators.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+
+#: RFC 1035 §2.3.4 and RFC 1123 §2.1: a host name is LDH labels of 1 to 63
+#: octets, at most 253 octets written without the final dot.
+_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_MAX_HOST_NAME = 253
+
+#: POSIX.1-2017 §3.437 (User Name) and §3.282 (Portable Filename Character
+#: Set): letters, digits, '.', '_' and '-', not starting with '-'; Samba's
+#: machine accounts end in '$'. LOGIN_NAME_MAX on Linux is 256.
+_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z")
+_MAX_USER_NAME = 256
+
+
+def _bad_character(key: str, value: str) -> str | None:
+    """Why `value` cannot be the value of `key`, for its characters alone."""
+    for ch in value:
+        if ch in "\t\n" and key in _LIST_KEYS:
+            continue
+        if ch == "\n":
+            return "continues on a second line; write the value on one line"
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            return f"contains a control character (U+{ord(ch):04X}); remove it"
+        if category in _INVISIBLE:
+            return f"contains an invisible formatting character (U+{ord(ch):04X}); remove it"
+    return None
+
+
+def host_name_problem(name: str) -> str | None:
+    """Why `name` is not a host name (RFC 1123 §2.1), or None."""
+    if not name:
+        return "it is empty"
+    if not name.isascii():
+        return "it is not ASCII; write an internationalized name in its xn-- form (IDNA A-labels)"
+    if len(name) > _MAX_HOST_NAME:
+        return f"it is longer than {_MAX_HOST_NAME} octets"
+    labels = name.split(".")
+    if "" in labels:
+        return "it has an empty label (a dot at the start or the end, or two in a row)"
+    for label in labels:
+        if len(label) > 63:
+            return "a label is longer than 63 octets"
+        if not _LDH_LABEL.match(label):
+            return f"label {label!r} may hold only letters, digits and '-', and neither start nor end with '-'"
+    if labels[-1].isdigit():  # 127.1 and 010.0.0.1 would resolve as IPv4 addresses
+        return "its last label is all digits (RFC 3696 §2), so it reads as an IPv4 address"
+    return None
+
+
 def _key_lines(text: str) -> dict[str, int]:
-    """Line numbers of `key =` lines, for FILE:LINE messages."""
+    """Line numbers of `key =` lines, for FILE:LINE messages. Lines end at
+    \\n only, as configparser reads them (not at \\f or U+2028)."""
     lines: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*[=:]", line)
         if m and not line.lstrip().startswith(("#", ";")):
             lines.setdefault(m.group(1).lower(), n)
@@ -154,10 +217,14 @@ def parse(text: str, path: str) -> Config:
         if section != "msa":
             problems.append(f"{path}: unknown section [{section}] (only [msa] is read)")
     values = dict(_DEFAULTS)
+    refused: set[str] = set()
     if cp.has_section("msa"):
         for key, value in cp.items("msa"):
             if key not in _DEFAULTS:
                 problems.append(f"{where(key)}: unknown key {key!r}")
+            elif why := _bad_character(key, value):
+                problems.append(f"{where(key)}: {key} {why}")
+                refused.add(key)  # the default stands in, unchecked
             else:
                 values[key] = value.strip()
     elif not problems:
@@ -198,7 +265,7 @@ def parse(text: str, path: str) -> Config:
         return _BOOLS[raw]
 
     listen: list[Listen] = []
-    for item in values["listen"].split(","):
+    for item in values["listen"].split(",") if "listen" not in refused else ():
         item = item.strip()
         m = _LISTEN.match(item)
         if not m:
@@ -212,12 +279,18 @@ def parse(text: str, path: str) -> Config:
                 ipaddress.IPv6Address(host)
             except ValueError:
                 problems.append(f"{where('listen')}: {host!r} is not an IPv6 address")
+        else:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if why := host_name_problem(host):
+                    problems.append(f"{where('listen')}: listen host {host!r} is neither an IP address nor a host name: {why}")
         if not 0 <= port < 65536:  # 0: any free port, printed in the log
             problems.append(f"{where('listen')}: port {port} out of range")
         if mode not in ("starttls", "tls"):
             problems.append(f"{where('listen')}: mode {mode!r} must be starttls or tls")
         listen.append(Listen(host, port, mode))
-    if not listen and not any("listen" in p for p in problems):
+    if not listen and "listen" not in refused and not any("listen" in p for p in problems):
         problems.append(f"{where('listen')}: no listen address")
 
     cert = rel(values["tls_cert"]) if values["tls_cert"] else None
@@ -245,8 +318,14 @@ def parse(text: str, path: str) -> Config:
             problems.append(f"{where('trusted_networks')}: {item!r} is not a network (CIDR)")
 
     hostname = values["hostname"] or socket.getfqdn()
-    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?", hostname):
-        problems.append(f"{where('hostname')}: hostname {hostname!r} is not a domain name")
+    if "hostname" not in refused and (why := host_name_problem(hostname)):
+        unset = "" if values["hostname"] else " (the host's name: hostname is not set)"
+        problems.append(f"{where('hostname')}: hostname {hostname!r}{unset} is not a domain name: {why}")
+
+    run_as = values["run_as"]
+    if run_as and (len(run_as) > _MAX_USER_NAME or not _USER_NAME.match(run_as)):
+        problems.append(f"{where('run_as')}: run_as {run_as!r} is not a user name "
+                        "(letters, digits, '.', '_' and '-', not starting with '-')")  # fmt: skip
 
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
@@ -267,7 +346,7 @@ def parse(text: str, path: str) -> Config:
         max_connections=integer("max_connections", 1, 100000),
         max_connections_per_ip=integer("max_connections_per_ip", 1, 100000),
         timeout=number("timeout", 1, 86400),
-        run_as=values["run_as"] or None,
+        run_as=run_as or None,
         require_tls_for_auth=boolean("require_tls_for_auth"),
         log=log,
         sendmail_timeout=number("sendmail_timeout", 1, 86400),

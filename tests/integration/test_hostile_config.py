@@ -41,7 +41,56 @@ def _fifo(directory: Path) -> str:
     return str(path)
 
 
+EVERY = ("check", "serve", "inetd", "user")
+NUL = "contains a control character (U+0000); remove it"
+
 CASES: dict[str, Case] = {
+    # configparser passes NUL and other controls through; each used to reach
+    # pwd, os.open, bind or exec and end in a traceback.
+    **{
+        f"NUL in {key}": Case(lambda d, key=key, value=value: {key: value}, key, f"{key} {NUL}", EVERY)
+        for key, value in [
+            ("run_as", "msa\0x"), ("users", "users\0.db"), ("spool", "/var/spool/\0msa"),
+            ("listen", "127.0.0.1:0\0 starttls"), ("hostname", "msa\0.test"), ("sendmail", "/usr/sbin/sendmail\0 -t"),
+        ]  # fmt: skip
+    },
+    "ESC in tls_key": Case(lambda d: {"tls_key": "key\x1b[2J.pem"}, "tls_key", "tls_key contains a control character (U+001B)", EVERY),
+    "NEL in users": Case(lambda d: {"users": "users\x85.db"}, "users", "users contains a control character (U+0085)", EVERY),
+    "bidi override in hostname": Case(
+        lambda d: {"hostname": "msa.\u202etset"}, "hostname", "hostname contains an invisible formatting character (U+202E)", EVERY,
+    ),
+    "line separator in spool": Case(
+        lambda d: {"spool": "/var/spool/msa\u2028x"}, "spool", "spool contains an invisible formatting character (U+2028)", EVERY,
+    ),
+    "continuation line in users": Case(
+        lambda d: {"users": "users.db\n  other.db"}, "users", "users continues on a second line; write the value on one line", EVERY,
+    ),
+    "hostname a..b": Case(lambda d: {"hostname": "a..b"}, "hostname", "hostname 'a..b' is not a domain name: it has an empty label", EVERY),
+    "hostname .a": Case(lambda d: {"hostname": ".a"}, "hostname", "hostname '.a' is not a domain name: it has an empty label", EVERY),
+    "hostname a.": Case(lambda d: {"hostname": "a."}, "hostname", "hostname 'a.' is not a domain name: it has an empty label", EVERY),
+    "hostname with a 64-octet label": Case(
+        lambda d: {"hostname": "a" * 64 + ".test"}, "hostname", "is not a domain name: a label is longer than 63 octets", EVERY,
+    ),
+    "hostname of 254 octets": Case(
+        lambda d: {"hostname": ("a" * 63 + ".") * 3 + "a" * 62}, "hostname", "is not a domain name: it is longer than 253 octets", EVERY,
+    ),
+    "hostname with an underscore": Case(
+        lambda d: {"hostname": "msa_1.test"}, "hostname", "label 'msa_1' may hold only letters, digits and '-'", EVERY,
+    ),
+    "hostname in U-labels": Case(
+        lambda d: {"hostname": "straße.test"}, "hostname", "write an internationalized name in its xn-- form", EVERY,
+    ),
+    "listen host a..b": Case(
+        lambda d: {"listen": "a..b:587 starttls"}, "listen",
+        "listen host 'a..b' is neither an IP address nor a host name: it has an empty label", EVERY,
+    ),
+    "listen host 127.1": Case(
+        lambda d: {"listen": "127.1:587 starttls"}, "listen",
+        "listen host '127.1' is neither an IP address nor a host name: its last label is all digits", EVERY,
+    ),
+    "run_as that is no user name": Case(
+        lambda d: {"run_as": "-x"}, "run_as", "run_as '-x' is not a user name", EVERY,
+    ),
     "users is /dev/zero": Case(
         lambda d: {"users": "/dev/zero"}, "users", "/dev/zero: not a regular file (a character device)",
         ("check", "serve", "inetd", "user"),
@@ -110,3 +159,15 @@ def test_the_config_file_itself_may_be_anything(tmp_path, command, what):
     out = p.stdout + p.stderr
     assert "Traceback" not in out and p.returncode == 1, out
     assert f"{path}: not a regular file (" in out, out
+
+
+def test_list_values_may_still_continue_on_indented_lines(tmp_path):
+    # A newline (a continuation line) or a tab separates the items of
+    # listen, trusted_networks and sendmail; only there is it no control.
+    (tmp_path / "spool").mkdir()
+    conf = msatest.write_config(
+        tmp_path, None, hostname="localhost", listen="127.0.0.1:0 starttls,\n  localhost:0\tstarttls",
+        trusted_networks="10.0.0.0/8,\n  192.168.0.0/16\t::1/128",
+    )
+    p = run("check", conf)
+    assert p.returncode == 0, p.stdout + p.stderr
