@@ -46,14 +46,19 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _load_config(path: str) -> object:
+def _load_config(path: str, inetd: bool = False) -> object:
     from server import config
 
     try:
         return config.load(path)
     except config.ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
+        if inetd:
+            from server import inetd as inetd_mode
+
+            inetd_mode.config_failed(e.problems)
+        else:
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
         return None
 
 
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             path = cfg.users  # type: ignore[attr-defined]
         return usercmd.run(args, path)
-    cfg = _load_config(args.config)
+    cfg = _load_config(args.config, inetd=args.command == "inetd")
     if cfg is None:
         return 1
     if args.command == "serve":

@@ -10,7 +10,7 @@ import subprocess
 from typing import TextIO
 
 from . import config as config_mod
-from . import runtime
+from . import runtime, spool
 
 
 def run(path: str, out: TextIO) -> int:
@@ -60,8 +60,8 @@ def run(path: str, out: TextIO) -> int:
         _check_mta(cfg, found, warnings)
 
     parent = cfg.spool if os.path.isdir(cfg.spool) else os.path.dirname(cfg.spool)
-    if not os.path.isdir(parent):
-        problems.append(f"{cfg.where('spool')}: spool: {cfg.spool}: neither it nor its parent directory exists")
+    if why := spool.problem(cfg.spool):
+        problems.append(f"{cfg.where('spool')}: spool: {why}")
     elif not os.access(parent, os.W_OK):
         warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
 
@@ -70,7 +70,7 @@ def run(path: str, out: TextIO) -> int:
 
         try:
             pwd.getpwnam(cfg.run_as)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a NUL (config refuses it first)
             problems.append(f"{cfg.where('run_as')}: run_as: no such user {cfg.run_as!r}")
 
     for w in warnings:

@@ -30,10 +30,24 @@ def _is_socket(fd: int) -> bool:
         return False
 
 
+def _setup_log(kind: str) -> None:
+    """Log to `kind`, or to syslog when stderr is the client's socket."""
+    stderr_is_stdin = _is_socket(0) and _is_socket(2) and os.path.sameopenfile(0, 2)
+    maillog.setup("syslog" if stderr_is_stdin else kind)
+
+
+def config_failed(problems: list[str]) -> int:
+    """A configuration that cannot be used: its problems go to the log (on
+    classic inetd stderr is the client, which must not read them); 1."""
+    _setup_log("stderr")
+    for p in problems:
+        maillog.error(p)
+    return 1
+
+
 def run(cfg: Config, implicit_tls: bool) -> int:
     stdin_socket = _is_socket(0)
-    stderr_is_stdin = stdin_socket and _is_socket(2) and os.path.sameopenfile(0, 2)
-    maillog.setup("syslog" if stderr_is_stdin else cfg.log)
+    _setup_log(cfg.log)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
@@ -44,7 +58,7 @@ def run(cfg: Config, implicit_tls: bool) -> int:
             maillog.error(p)
         return 1
     except spool.SpoolError as e:
-        maillog.error(f"spool: {e}")
+        maillog.error(f"{cfg.where('spool')}: spool: {e}")
         return 1
     if implicit_tls and runtime.ssl_context is None:
         maillog.error("inetd --tls needs tls_cert and tls_key")

@@ -106,7 +106,7 @@ def drop_privileges(user: str, spool_dir: str) -> None:
 
     try:
         pw = pwd.getpwnam(user)
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL (config refuses it first)
         raise StartupError([f"run_as: no such user {user!r}"]) from None
     if os.getuid() != 0:
         if os.getuid() == pw.pw_uid:
@@ -177,7 +177,7 @@ def serve(cfg: Config) -> int:
             drop_privileges(cfg.run_as, cfg.spool)
         except StartupError as e:
             for p in e.problems:
-                print(p, file=sys.stderr)
+                print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
             return 1
 
     stop = threading.Event()

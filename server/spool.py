@@ -25,6 +25,16 @@ class SpoolError(Exception):
     pass
 
 
+def problem(directory: str) -> str | None:
+    """Why `check` refuses `directory` as the spool: it must be a directory,
+    or not exist yet in an existing directory (`serve` creates it)."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        return f"{directory}: not a directory"
+    if not os.path.isdir(directory) and not os.path.isdir(os.path.dirname(directory)):
+        return f"{directory}: neither it nor its parent directory exists"
+    return None
+
+
 def prepare(directory: str, clean: bool = True) -> int:
     """Create the directory (0700) if needed and, with `clean`, remove
     stale files (not in inetd mode: other sessions share the directory).
@@ -32,6 +42,8 @@ def prepare(directory: str, clean: bool = True) -> int:
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.stat(directory)
+    except FileExistsError:  # exist_ok: something that is no directory
+        raise SpoolError(f"{directory}: not a directory") from None
     except OSError as e:
         raise SpoolError(f"{directory}: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):

@@ -88,6 +88,14 @@ CASES: dict[str, Case] = {
         lambda d: {"listen": "127.1:587 starttls"}, "listen",
         "listen host '127.1' is neither an IP address nor a host name: its last label is all digits", EVERY,
     ),
+    "spool is /dev/null": Case(lambda d: {"spool": "/dev/null"}, "spool", "spool: /dev/null: not a directory"),
+    "spool is a regular file": Case(
+        lambda d: {"spool": str(d / "users.db")}, "spool", "spool: {dir}/users.db: not a directory",
+    ),
+    "spool below /dev/null": Case(lambda d: {"spool": "/dev/null/msa"}, "spool", "spool: /dev/null/msa: "),
+    "run_as no such user": Case(
+        lambda d: {"run_as": "no-such-user-here"}, "run_as", "run_as: no such user 'no-such-user-here'", ("check", "serve"),
+    ),
     "run_as that is no user name": Case(
         lambda d: {"run_as": "-x"}, "run_as", "run_as '-x' is not a user name", EVERY,
     ),
@@ -139,6 +147,7 @@ def line_of(conf: Path, key: str) -> int:
 def test_hostile_value_is_refused_with_file_and_line(tmp_path, certs, name):
     case = CASES[name]
     (tmp_path / "spool").mkdir()
+    (tmp_path / "users.db").write_text("# no users yet\n")
     conf = msatest.write_config(tmp_path, certs if case.tls else None, **case.overrides(tmp_path))
     expected = case.expected.format(dir=tmp_path)
     for command in case.commands:
