@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from typing import TextIO
 
@@ -33,6 +34,7 @@ def run(path: str, out: TextIO) -> int:
             runtime.tls_context(cfg)
         except runtime.StartupError as e:
             problems.extend(e.problems)
+        _readable_by_all(cfg.tls_key, warnings)
         if cfg.run_as and os.getuid() == 0:
             warnings.append(f"{cfg.where('tls_key')}: a certificate reload after run_as needs {cfg.tls_key} readable by {cfg.run_as}")
     else:
@@ -42,6 +44,7 @@ def run(path: str, out: TextIO) -> int:
         import sasl
 
         db = runtime.load_users(cfg, warnings.append)
+        _readable_by_all(cfg.users, warnings)
         odd = sasl.nondefault_params(db)
         if odd:
             warnings.append(f"{cfg.users}: argon2 parameters differ from the defaults for {', '.join(odd)}; their login time differs until `msa.py user passwd` rehashes them (S-510)")
@@ -78,6 +81,16 @@ def run(path: str, out: TextIO) -> int:
     for p in problems:
         print(p, file=out)
     return 1 if problems else 0
+
+
+def _readable_by_all(path: str, warnings: list[str]) -> None:
+    """S-1012: users.db (its hashes) and the TLS key are for msa alone."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # missing or unreadable: reported, or warned about, already
+    if mode & stat.S_IROTH:
+        warnings.append(f"{path}: mode {mode:04o}: readable by every user; chmod 600 (or 640 for msa's group)")
 
 
 def _check_mta(cfg: config_mod.Config, sendmail: str, warnings: list[str]) -> None:

@@ -180,3 +180,21 @@ def test_list_values_may_still_continue_on_indented_lines(tmp_path):
     )
     p = run("check", conf)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("key", ["users", "tls_key"])
+def test_check_warns_when_secrets_are_readable_by_every_user(tmp_path, certs, key):  # S-1012
+    (tmp_path / "spool").mkdir()
+    secret = tmp_path / ("users.db" if key == "users" else "key.pem")
+    if key == "users":
+        msatest.add_user(secret, "alice", "pw", ["alice@example.org"])
+    else:
+        secret.write_bytes(Path(certs.key).read_bytes())
+    conf = msatest.write_config(tmp_path, certs, users=str(tmp_path / "users.db"), tls_key=str(tmp_path / "key.pem")
+                                if key == "tls_key" else certs.key)  # fmt: skip
+    warning = f"warning: {secret}: mode 0644: readable by every user; chmod 600 (or 640 for msa's group)"
+    for mode, warned in ((0o644, True), (0o640, False), (0o600, False)):
+        secret.chmod(mode)
+        p = run("check", conf)
+        assert p.returncode == 0, p.stdout + p.stderr  # a warning leaves the status alone
+        assert (warning.replace("0644", f"{mode:04o}") in p.stdout) is warned, p.stdout
