@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import Challenge, Credentials, Failure, Step
 from .limits import MAX_PASSWORD_OCTETS, MAX_USERNAME_OCTETS
-from .userdb import name_problem
+from .names import name_problem
 
 __all__ = ["PlainMechanism", "decode_name", "parse_plain", "password_problem"]
 
@@ -18,8 +18,9 @@ __all__ = ["PlainMechanism", "decode_name", "parse_plain", "password_problem"]
 def decode_name(raw: bytes) -> tuple[str | None, str | None]:
     """``(name, None)`` for a valid user name sent by a client, else ``(None, why)``.
 
-    S-509: at most 255 octets of valid UTF-8 without spaces, controls or
-    ``:``; the reason never echoes the octets (they may be a password).
+    S-509: at most 255 octets of valid UTF-8 that ``names.name_problem``
+    accepts (no spaces, controls, invisible characters or ``:``, NFC); the
+    reason never echoes the octets (they may be a password).
     """
     if len(raw) > MAX_USERNAME_OCTETS:
         return None, "user name longer than 255 octets"

@@ -2,15 +2,15 @@
 
 This module owns the file format (``NAME:HASH:CRAM:SENDERS`` lines and ``#``
 comments, documented in users.db.example), its parsing with ``PATH:LINE:
-why`` problems, what a valid user name (S-509), CRAM-MD5 credential (S-508)
-and permitted sender (S-603) are, the sender policy ``may_send_as``, and
-the text edits of ``msa.py user``, which keep every other line byte for
-byte. It opens no file: the shell reads the bytes and ``parse_bytes``
-decodes and parses them (a missing file, an empty database, is the
-shell's business too). What an acceptable
-argon2id hash is (S-1013) lives in ``verify``. Imports: the standard
-library, and ``idna`` lazily for non-ASCII domains (IDNA2008 with UTS #46,
-never Python's IDNA2003 codec, S-603).
+why`` problems, what a valid CRAM-MD5 credential (S-508) and permitted
+sender (S-603) are, the sender policy ``may_send_as``, and the text edits
+of ``msa.py user``, which keep every other line byte for byte. What a valid
+user name is (S-509) lives in ``names``, what an acceptable argon2id hash
+is (S-1013) in ``verify``. It opens no file: the shell reads the bytes and
+``parse_bytes`` decodes and parses them (a missing file, an empty
+database, is the shell's business too). Imports: the standard library,
+and ``idna`` lazily for non-ASCII domains (IDNA2008 with UTS #46, never
+Python's IDNA2003 codec, S-603).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import limits
+from .names import name_problem
 from .verify import argon2_problem, nondefault_params
 
 __all__ = [
@@ -47,29 +47,6 @@ class UserDBError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
-
-
-# --- user names (S-509) ------------------------------------------------------
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid user name (S-509), or None. Never echoes it."""
-    if not name:
-        return "empty user name"
-    try:
-        octets = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "user name is not valid UTF-8"
-    if octets > limits.MAX_USERNAME_OCTETS:
-        return "user name longer than 255 octets"
-    for ch in name:
-        if ch == ":":
-            return "user name contains ':'"
-        if ch.isspace():
-            return "user name contains a space"
-        if unicodedata.category(ch) == "Cc":
-            return "user name contains a control character"
-    return None
 
 
 def _cram_problem(cram: str) -> str | None:
@@ -361,7 +338,11 @@ def add_users(text: str, users: Iterable[User], *, path: str = "users.db") -> st
     db = parse(text, path)
     lines = text.split("\n")
     problems = []
+    users = list(users)
     for user in users:
+        if why := name_problem(user.name) or name_problem(user.name.lower()):
+            problems.append(f"bad user name: {why}")  # S-509: else it might read back as a comment
+            continue
         existing = _find(lines, user.name.lower()) if db.get(user.name) else None
         if existing is not None:
             problems.append(f"{path}:{existing + 1}: user {user.name} already exists")
@@ -370,7 +351,11 @@ def add_users(text: str, users: Iterable[User], *, path: str = "users.db") -> st
     newline = "\r\n" if "\r\n" in text else "\n"
     if text and not text.endswith("\n"):
         text += newline
-    return _checked(text + "".join(format_user(user) + newline for user in users), path)
+    new_text = text + "".join(format_user(user) + newline for user in users)
+    added = parse(new_text, path)  # an edit never produces a database the loader refuses
+    if lost := [user.name for user in users if user.name not in added]:  # never "added" but absent
+        raise UserDBError([f"{path}: user {name} would not read back from the file" for name in lost])
+    return new_text
 
 
 def _locate(text: str, name: str, path: str) -> tuple[list[str], int]:

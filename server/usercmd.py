@@ -333,7 +333,9 @@ def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str,
     broken: set[str] = set()  # names with a bad line: no second complaint
     for file in files:
         try:
-            lines = _read(file, missing_ok=False).split("\n")
+            # A BOM an editor put at the start is no part of the first name,
+            # as in users.db; any other U+FEFF is refused in the name (S-509).
+            lines = _read(file, missing_ok=False).removeprefix("\ufeff").split("\n")
         except _Fail as failure:
             problems.extend(failure.messages)
             continue

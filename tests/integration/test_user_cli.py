@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from msatest import MSA
 
 
@@ -48,3 +50,41 @@ def test_hand_edited_broken_line_is_reported_and_nothing_changes(tmp_path):  # C
     assert "alice@example.org" in _user(db, "list").stdout
     assert _user(db, "del", "alice").returncode == 0
     assert _user(db, "list").stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("#x", "user name starts with '#' (it would be read as a comment)"),
+        ("\ufeffbob", "user name contains an invisible formatting character (U+FEFF)"),
+        ("admin\u202e", "user name contains an invisible formatting character (U+202E)"),
+        ("al\u200bice", "user name contains an invisible formatting character (U+200B)"),
+        ("al\u2028ice", "user name contains a line separator (U+2028)"),
+        ("al\u00a0ice", "user name contains a space (U+00A0)"),
+        ("jose\u0301", "user name is not in Unicode normalization form NFC (write accented letters precomposed, as keyboards send them)"),
+    ],
+)
+def test_add_refuses_names_the_database_cannot_hold(tmp_path, name, why):  # S-509
+    db = tmp_path / "users.db"
+    p = _user(db, "add", name, "--password-stdin", password="Secret-1")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr == f"bad user name: {why}\n"
+    assert "added" not in p.stdout and "Traceback" not in p.stderr
+    assert name not in p.stdout + p.stderr  # a password typed as the name stays unseen
+    assert not db.exists()
+
+
+def test_import_names_the_line_of_a_bad_name_and_imports_nothing(tmp_path):  # S-509
+    hashed = "{ARGON2ID}$argon2id$v=19$m=8,t=1,p=1$c29tZXNhbHQ$" + "A" * 43
+    passwd = tmp_path / "dovecot.users"
+    passwd.write_text(f"\ufeffalice:{hashed}\n# a comment\nbad\u202ename:{hashed}\nbob:{hashed}\n")
+    db = tmp_path / "users.db"
+    p = _user(db, "import", str(passwd))
+    assert p.returncode == 1
+    assert p.stderr == (f"{passwd}:3: bad user name: user name contains an invisible formatting character (U+202E)\n"
+                        "nothing imported\n")  # fmt: skip
+    assert not db.exists()
+    passwd.write_text(f"\ufeffalice:{hashed}\nbob:{hashed}\n")  # an editor's BOM is the file's, not alice's
+    p = _user(db, "import", str(passwd))
+    assert p.returncode == 0, p.stderr
+    assert [line.split()[0] for line in _user(db, "list").stdout.splitlines()] == ["alice", "bob"]

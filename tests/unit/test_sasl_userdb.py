@@ -22,6 +22,7 @@ from sasl import (
     replace_user,
 )
 from sasl.md5state import cram_md5_credential
+from sasl.userdb import name_problem
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 HASH = FAST.hash("pw")
@@ -127,6 +128,80 @@ def test_bad_lines_are_reported_with_path_and_line(bad_line, why):  # CONTRACT.m
     assert problems[0].startswith("/etc/msa/users.db:2: "), problems[0]
     assert why in problems[0], problems[0]
     assert HASH not in problems[0]
+
+
+# --- user names (S-509) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("#x", "user name starts with '#' (it would be read as a comment)"),
+        ("\ufeffbob", "user name contains an invisible formatting character (U+FEFF)"),
+        ("bob\ufeff", "user name contains an invisible formatting character (U+FEFF)"),
+        ("evil\u202egnp.exe", "user name contains an invisible formatting character (U+202E)"),
+        ("al\u200bice", "user name contains an invisible formatting character (U+200B)"),
+        ("al\u00adice", "user name contains an invisible formatting character (U+00AD)"),
+        ("al\u2066ice", "user name contains an invisible formatting character (U+2066)"),
+        ("al\u2028ice", "user name contains a line separator (U+2028)"),
+        ("al\u2029ice", "user name contains a paragraph separator (U+2029)"),
+        ("al\u00a0ice", "user name contains a space (U+00A0)"),
+        ("al\u3000ice", "user name contains a space (U+3000)"),
+        ("al ice", "user name contains a space (U+0020)"),
+        ("al\tice", "user name contains a control character (U+0009)"),
+        ("al\x00ice", "user name contains a control character (U+0000)"),
+        ("al\x85ice", "user name contains a control character (U+0085)"),
+        ("al\x1bice", "user name contains a control character (U+001B)"),
+        ("al\ue000ice", "user name contains a private-use character (U+E000)"),
+        ("al\U000f0000ice", "user name contains a private-use character (U+F0000)"),
+        ("al\U000e0001ice", "user name contains an invisible formatting character (U+E0001)"),
+        ("al\u0378ice", "user name contains an unassigned code point (U+0378)"),
+        ("al\u034fice", "user name contains an invisible character (U+034F)"),
+        ("al\u3164ice", "user name contains an invisible character (U+3164)"),
+        ("al\ufe0fice", "user name contains an invisible character (U+FE0F)"),
+        ("\u2800", "user name contains an invisible character (U+2800)"),
+        ("al\udcffice", "user name is not valid UTF-8"),
+        ("jose\u0301", "user name is not in Unicode normalization form NFC"),
+        ("a:b", "user name contains ':'"),
+        ("", "empty user name"),
+        ("a" * 256, "user name longer than 255 octets"),
+    ],
+)
+def test_names_that_cannot_round_trip_or_would_mislead_are_refused(name, why):  # S-509
+    problem = name_problem(name)
+    assert problem is not None and problem.startswith(why), problem
+    # the message never echoes the name: a password may have been typed there
+    for part in name.split("\x00"):
+        if len(part) > 2:
+            assert part not in problem
+
+
+@pytest.mark.parametrize("name", ["alice", "Alice", "a.b-c_d+e@example.org", "jos\u00e9", "\u00fcml\u00e4ut",
+                                  "\u5f20\u4f1f", "\u0627\u062d\u0645\u062f", "x" * 255, "a#b", "\U0001f600"])  # fmt: skip
+def test_ordinary_names_are_accepted(name):  # S-509
+    assert name_problem(name) is None
+    assert [u.name for u in parse(line(name=name), "p")] == [name.lower()]
+
+
+def test_the_loader_refuses_such_names_with_path_and_line():  # S-509
+    problems = problems_of("# users\n" + line(name="ok\u202e") + "\n" + line(name="bob\u2028"))
+    assert problems == [
+        "users.db:2: bad user name: user name contains an invisible formatting character (U+202E)",
+        "users.db:3: bad user name: user name contains a line separator (U+2028)",
+    ]
+
+
+def test_a_leading_bom_belongs_to_the_file_and_a_second_one_to_the_name():  # S-509
+    assert [u.name for u in parse("\ufeff" + line(), "p")] == ["alice"]
+    assert problems_of("\ufeff" + line(name="\ufeffbob")) == [
+        "users.db:1: bad user name: user name contains an invisible formatting character (U+FEFF)"
+    ]
+
+
+def test_add_user_cannot_write_a_name_the_loader_reads_otherwise():  # S-509
+    for bad in ("#x", "\ufeffbob"):
+        with pytest.raises(UserDBError):
+            add_user("", User(bad, HASH, None, ()))
 
 
 @pytest.mark.parametrize(
