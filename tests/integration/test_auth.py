@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import signal
 import smtplib
 import statistics
@@ -306,6 +307,22 @@ def test_broken_users_db_on_reload_keeps_the_old_one(amsa, users):  # CONTRACT u
     amsa.wait_log(r"reload failed, keeping the previous configuration: .*users\.db:\d+: ")
     w = _tls(amsa)
     assert w.cmd("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW))[0] == 235
+
+
+@pytest.mark.parametrize("replacement", ["FIFO", "/dev/zero"])
+def test_users_db_replaced_by_a_fifo_or_device_on_reload_keeps_the_old_one(amsa, users, replacement):
+    # CONTRACT users database; a plain open() of a FIFO blocked the main
+    # thread for good (no more reloads, no SIGTERM), /dev/zero ate memory.
+    users.unlink()
+    if replacement == "FIFO":
+        os.mkfifo(users)
+    else:
+        users.symlink_to("/dev/zero")
+    amsa.proc.send_signal(signal.SIGHUP)
+    amsa.wait_log(r"reload failed, keeping the previous configuration: .*users: .*users\.db: not a regular file")
+    w = _tls(amsa)
+    assert w.cmd("AUTH PLAIN " + b64("\0alice\0" + ALICE_PW))[0] == 235
+    assert amsa.stop() == 0  # the main thread still handles signals
 
 
 def test_serve_refuses_a_broken_users_db(tmp_path, certs):  # CONTRACT users database
