@@ -295,9 +295,9 @@ def parse(text: str, path: str) -> Config:
 
     cert = rel(values["tls_cert"]) if values["tls_cert"] else None
     key = rel(values["tls_key"]) if values["tls_key"] else None
-    if bool(cert) != bool(key):
+    if bool(cert) != bool(key) and not {"tls_cert", "tls_key"} & refused:
         problems.append(f"{where('tls_cert' if cert else 'tls_key')}: tls_cert and tls_key go together")
-    if not cert and any(entry.mode == "tls" for entry in listen):
+    if not cert and not {"tls_cert", "tls_key"} & refused and any(entry.mode == "tls" for entry in listen):
         problems.append(f"{where('listen')}: a tls listener needs tls_cert and tls_key")
 
     try:

@@ -42,8 +42,8 @@ USERS_MAX_OCTETS = 64 << 20
 #: key files when they come (CONTRACT.md "App passwords, keys and state").
 TLS_MAX_OCTETS = 1 << 20
 
-#: Read in pieces this large, so that a file that grows while it is read
-#: costs at most the bound plus one piece.
+#: Read in pieces this large; a file that grows while it is read costs at
+#: most the bound plus one octet, which is how its growth is noticed.
 _READ_OCTETS = 1 << 20
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC

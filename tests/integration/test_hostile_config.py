@@ -54,7 +54,9 @@ CASES: dict[str, Case] = {
             ("listen", "127.0.0.1:0\0 starttls"), ("hostname", "msa\0.test"), ("sendmail", "/usr/sbin/sendmail\0 -t"),
         ]  # fmt: skip
     },
-    "ESC in tls_key": Case(lambda d: {"tls_key": "key\x1b[2J.pem"}, "tls_key", "tls_key contains a control character (U+001B)", EVERY),
+    "ESC in tls_key": Case(
+        lambda d: {"tls_key": "key\x1b[2J.pem"}, "tls_key", "tls_key contains a control character (U+001B)", EVERY, tls=True,
+    ),
     "NEL in users": Case(lambda d: {"users": "users\x85.db"}, "users", "users contains a control character (U+0085)", EVERY),
     "bidi override in hostname": Case(
         lambda d: {"hostname": "msa.\u202etset"}, "hostname", "hostname contains an invisible formatting character (U+202E)", EVERY,
@@ -158,6 +160,8 @@ def test_hostile_value_is_refused_with_file_and_line(tmp_path, certs, name):
         assert expected in out, f"{command}:\n{out}"
         if case.key and command != "user":  # user commands name the users file itself
             assert f"{conf}:{line_of(conf, case.key)}: " in out, f"{command}:\n{out}"
+        if command == "check":  # one message, and no misleading second one
+            assert len([line for line in p.stdout.splitlines() if not line.startswith("warning: ")]) == 1, out
 
 
 @pytest.mark.parametrize("command", ["check", "serve", "inetd", "user"])
