@@ -38,3 +38,18 @@ MAX_PATH = 256
 
 #: Reply lines are at most 512 octets with CRLF (RFC 5321 §4.5.3.1.5).
 MAX_REPLY_LINE = 512
+
+# -- the client role: msa speaking SMTP to its MTA (client.py, S-806) ----------
+
+#: RFC 5321 §4.5.3.1.4: a command line msa sends is at most 512 octets where
+#: it can choose (XFORWARD is split to stay within it, as Postfix's
+#: XFORWARD_README asks).
+MAX_CLIENT_COMMAND = 512
+
+#: A reply line from the MTA: RFC 5321 §4.5.3.1.5 allows 512 octets; msa
+#: takes up to 4096 so that a chatty MTA still works, and calls anything
+#: longer a broken connection.
+MAX_MTA_REPLY_LINE = 4096
+
+#: Lines in one reply (an EHLO reply has a dozen or two).
+MAX_MTA_REPLY_LINES = 256

@@ -115,6 +115,10 @@ INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error; try again later")
 HANDOFF_TEMPFAIL = Reply(
     451, "4.3.0", "Temporary failure handing the message on; try again later"
 )
+# The SMTP hand-off (S-807, S-808).
+MTA_UNAVAILABLE = Reply(451, "4.4.1", "Mail system unavailable; try again later")
+MTA_LOST_AFTER_DOT = Reply(451, "4.4.2", "Connection to the mail system lost; try again later")
+SMTPUTF8_UNSUPPORTED = Reply(554, "5.6.7", "SMTPUTF8 is not supported by the mail system")
 
 
 def greeting(host: str) -> Reply:
@@ -163,6 +167,10 @@ def too_many_connections(host: str) -> Reply:
 
 def shutting_down(host: str) -> Reply:
     return Reply(421, "4.3.2", f"{host} Service shutting down")  # S-110
+
+
+def mta_rejected(enhanced: str) -> Reply:
+    return Reply(554, enhanced, "Rejected by the mail system")  # S-807
 
 
 def sendmail_rejected(code: int, enhanced: str, status: int) -> Reply:

@@ -34,6 +34,7 @@ SAMPLES: dict[str, tuple] = {
     "too_many_connections": (HOST,),
     "shutting_down": (HOST,),
     "sendmail_rejected": (554, "5.3.0", 64),
+    "mta_rejected": ("5.1.1",),
 }
 
 #: Replies that carry no enhanced code although 2xx/4xx/5xx (S-104).
