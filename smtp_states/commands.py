@@ -195,14 +195,62 @@ class MailParams:
     size: int | None = None
     body: str | None = None
     smtputf8: bool = False
+    ret: str | None = None  # DSN RET=FULL|HDRS, upper case (S-809)
+    envid: str | None = None  # DSN ENVID=, the xtext as sent
 
 
-def parse_mail_params(params: list[bytes], max_size: int, esmtp: bool) -> MailParams | Reply:
-    """S-204: SIZE, BODY, SMTPUTF8 and AUTH (ignored, RFC 4954 §5)."""
+@dataclass(frozen=True, slots=True)
+class RcptParams:
+    notify: str | None = None  # NEVER, or SUCCESS/FAILURE/DELAY joined by ","
+    orcpt: str | None = None  # "rfc822;" + the xtext as sent
+
+
+#: RFC 3461 §4.4, §4.2: ENVID is at most 100 characters, ORCPT 500.
+MAX_ENVID = 100
+MAX_ORCPT = 500
+_NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
+
+
+def _xtext_ok(value: str) -> bool:
+    return bool(value) and _XTEXT.match(value) is not None
+
+
+def parse_rcpt_params(params: list[bytes], dsn: bool) -> RcptParams | Reply:
+    """S-205, S-809: no parameters, but NOTIFY= and ORCPT= while DSN is
+    offered; a malformed one is 501 5.5.4, an unknown one 555 5.5.4."""
+    seen: set[str] = set()
+    notify = orcpt = None
+    for p in params:
+        try:
+            key, eq, value = p.decode("ascii").partition("=")
+        except UnicodeDecodeError:
+            return R.INVALID_CHARACTER
+        key = key.upper()
+        if not dsn or key not in ("NOTIFY", "ORCPT") or not _KEYWORD.match(key):
+            return R.UNSUPPORTED_PARAMETER
+        if key in seen or not eq:
+            return R.BAD_PARAMETER
+        seen.add(key)
+        if key == "NOTIFY":
+            words = value.upper().split(",")
+            if words != ["NEVER"] and (len(set(words)) != len(words) or not all(w in _NOTIFY_WORDS for w in words)):
+                return R.BAD_PARAMETER
+            notify = ",".join(words)
+        else:
+            kind, semi, addr = value.partition(";")
+            if kind.lower() != "rfc822" or not semi or len(value) > MAX_ORCPT or not _xtext_ok(addr):
+                return R.BAD_PARAMETER
+            orcpt = f"rfc822;{addr}"
+    return RcptParams(notify, orcpt)
+
+
+def parse_mail_params(params: list[bytes], max_size: int, esmtp: bool, dsn: bool = False) -> MailParams | Reply:
+    """S-204: SIZE, BODY, SMTPUTF8 and AUTH (ignored, RFC 4954 §5); RET and
+    ENVID while DSN is offered (S-809)."""
     if params and not esmtp:
         return R.UNSUPPORTED_PARAMETER  # S-202: no extensions after HELO
     seen: set[str] = set()
-    size = body = None
+    size = body = ret = envid = None
     smtputf8 = False
     for p in params:
         try:
@@ -231,8 +279,16 @@ def parse_mail_params(params: list[bytes], max_size: int, esmtp: bool) -> MailPa
                 return R.BAD_PARAMETER
             smtputf8 = True
         elif key == "AUTH":
-            if not eq or not value or not _XTEXT.match(value):
+            if not eq or not _xtext_ok(value):
                 return R.BAD_PARAMETER
+        elif key == "RET" and dsn:
+            ret = value.upper()
+            if not eq or ret not in ("FULL", "HDRS"):
+                return R.BAD_PARAMETER
+        elif key == "ENVID" and dsn:
+            if not eq or len(value) > MAX_ENVID or not _xtext_ok(value):
+                return R.BAD_PARAMETER
+            envid = value
         else:
-            return R.UNSUPPORTED_PARAMETER  # RET, ENVID, NOTIFY, ORCPT... (S-202)
-    return MailParams(size, body, smtputf8)
+            return R.UNSUPPORTED_PARAMETER  # and RET, ENVID without DSN (S-202)
+    return MailParams(size, body, smtputf8, ret, envid)

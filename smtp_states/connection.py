@@ -59,6 +59,7 @@ class Settings:
     auth_mechanisms: tuple[str, ...] = ()  # what may be offered now
     new_mechanism: Callable[[str], Any] | None = None  # sasl.new_mechanism bound
     auth_failures: int = 3
+    dsn: bool = False  # offer DSN (S-202, S-809: only with the SMTP hand-off)
 
 
 _DATA_ERRORS = {
@@ -72,18 +73,23 @@ class _Transaction:
     """The envelope being built (OpenSMTPD's smtp_tx); cleared by RSET,
     EHLO/HELO, STARTTLS and after each message (S-203)."""
 
-    __slots__ = ("sender", "size", "body", "smtputf8", "recipients", "keys")
+    __slots__ = ("sender", "params", "recipients", "rcpt_dsn", "keys")
 
     def __init__(self, sender: str, params: C.MailParams) -> None:
         self.sender = sender
-        self.size = params.size
-        self.body = params.body
-        self.smtputf8 = params.smtputf8
+        self.params = params
         self.recipients: list[str] = []
+        self.rcpt_dsn: list[tuple[str | None, str | None]] = []
         self.keys: set[str] = set()
 
+    @property
+    def smtputf8(self) -> bool:
+        return self.params.smtputf8
+
     def envelope(self) -> Envelope:
-        return Envelope(self.sender, tuple(self.recipients), self.size, self.body, self.smtputf8)
+        p = self.params
+        dsn = tuple(self.rcpt_dsn) if any(n or o for n, o in self.rcpt_dsn) else ()
+        return Envelope(self.sender, tuple(self.recipients), p.size, p.body, p.smtputf8, p.ret, p.envid, dsn)
 
 
 class Connection(AuthExchange):
@@ -326,6 +332,8 @@ class Connection(AuthExchange):
                 lines.append("STARTTLS")
             if self._auth_offered():
                 lines.append("AUTH " + " ".join(s.auth_mechanisms))
+            if s.dsn:
+                lines.append("DSN")
             self._send(R.Reply(250, "", tuple(lines)))
         events.append(Ehlo(name, esmtp))
 
@@ -365,7 +373,7 @@ class Connection(AuthExchange):
         if not all(p.isascii() for p in params):
             self._reply(R.INVALID_CHARACTER, events, "MAIL", arg)
             return
-        parsed = C.parse_mail_params(params, self.settings.max_message_size, bool(self.esmtp))
+        parsed = C.parse_mail_params(params, self.settings.max_message_size, bool(self.esmtp), self.settings.dsn)
         if isinstance(parsed, Reply):
             self._reply(parsed, events, "MAIL", arg)
             return
@@ -395,9 +403,9 @@ class Connection(AuthExchange):
             self._reply(R.SYNTAX_RCPT, events, "RCPT", arg)
             return
         raw, params = split
-        if params:
-            bad = R.UNSUPPORTED_PARAMETER if all(p.isascii() for p in params) else R.INVALID_CHARACTER
-            self._reply(bad, events, "RCPT", arg)  # S-205, S-202: no DSN
+        dsn = C.parse_rcpt_params(params, self.settings.dsn and bool(self.esmtp)) if params else C.RcptParams()
+        if isinstance(dsn, Reply):
+            self._reply(dsn, events, "RCPT", arg)  # S-205, S-809
             return
         path = C.parse_path(raw, null_ok=False, utf8_ok=tx.smtputf8, bare_ok=self.user is None and self.trusted)
         if isinstance(path, str):
@@ -414,6 +422,7 @@ class Connection(AuthExchange):
                 return
             tx.keys.add(key)
             tx.recipients.append(path.address)
+            tx.rcpt_dsn.append((dsn.notify, dsn.orcpt))
             events.append(RcptTo(path.address))
         self.state = State.RCPT
         self._send(R.RECIPIENT_OK)

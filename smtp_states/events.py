@@ -18,6 +18,9 @@ class Envelope:
     size: int | None  # the SIZE= parameter
     body: str | None  # BODY= parameter, upper case
     smtputf8: bool
+    ret: str | None = None  # DSN (S-809): RET=, ENVID= of MAIL
+    envid: str | None = None
+    rcpt_dsn: tuple[tuple[str | None, str | None], ...] = ()  # (NOTIFY, ORCPT) per recipient
 
 
 @dataclass(frozen=True, slots=True)

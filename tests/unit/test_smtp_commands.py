@@ -8,10 +8,12 @@ from smtp_states import replies as R
 from smtp_states.commands import (
     MailParams,
     Path,
+    RcptParams,
     has_bad_character,
     is_http,
     parse_mail_params,
     parse_path,
+    parse_rcpt_params,
     split_line,
     split_path_and_params,
     verb_and_argument,
@@ -401,3 +403,61 @@ def test_unsupported_parameters(item):  # S-202, S-204
 @pytest.mark.parametrize("item", [b"SIZE=10", b"BODY=8BITMIME", b"SMTPUTF8", b"AUTH=<>"])
 def test_no_parameters_after_helo(item):  # S-202
     assert params(item, esmtp=False) == R.UNSUPPORTED_PARAMETER
+
+
+# =============================================================================
+# DSN parameters (S-809), only while DSN is offered
+# =============================================================================
+
+
+@pytest.mark.parametrize(
+    ("items", "ret", "envid"),
+    [
+        ((b"RET=FULL",), "FULL", None),
+        ((b"ret=hdrs", b"ENVID=<id.1@example.org>"), "HDRS", "<id.1@example.org>"),
+        ((b"ENVID=a+2Bb",), None, "a+2Bb"),
+        ((b"ENVID=" + b"x" * 100,), None, "x" * 100),
+    ],
+)
+def test_dsn_mail_parameters(items, ret, envid):  # S-809
+    got = parse_mail_params(list(items), MAX, True, dsn=True)
+    assert isinstance(got, MailParams) and (got.ret, got.envid) == (ret, envid)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [(b"RET=ALL",), (b"RET",), (b"RET=FULL", b"RET=HDRS"), (b"ENVID=",), (b"ENVID=" + b"x" * 101,),
+     (b"ENVID=a b",), (b"ENVID=a+zz",), (b"ENVID=a=b",)],
+)
+def test_bad_dsn_mail_parameters(items):  # S-809: 501 5.5.4
+    assert parse_mail_params(list(items), MAX, True, dsn=True) == R.BAD_PARAMETER
+
+
+@pytest.mark.parametrize(
+    ("items", "notify", "orcpt"),
+    [
+        ((b"NOTIFY=NEVER",), "NEVER", None),
+        ((b"notify=success,failure,delay",), "SUCCESS,FAILURE,DELAY", None),
+        ((b"NOTIFY=DELAY",), "DELAY", None),
+        ((b"ORCPT=rfc822;bob@example.org",), None, "rfc822;bob@example.org"),
+        ((b"ORCPT=RFC822;b+2Bx@example.org", b"NOTIFY=FAILURE"), "FAILURE", "rfc822;b+2Bx@example.org"),
+    ],
+)
+def test_dsn_rcpt_parameters(items, notify, orcpt):  # S-809
+    assert parse_rcpt_params(list(items), dsn=True) == RcptParams(notify, orcpt)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [(b"NOTIFY=",), (b"NOTIFY=NEVER,SUCCESS",), (b"NOTIFY=SUCCESS,SUCCESS",), (b"NOTIFY=ALWAYS",),
+     (b"NOTIFY=NEVER", b"NOTIFY=NEVER"), (b"ORCPT=bob@example.org",), (b"ORCPT=x400;bob",),
+     (b"ORCPT=rfc822;",), (b"ORCPT=rfc822;a b",), (b"ORCPT=rfc822;" + b"x" * 500,)],
+)
+def test_bad_dsn_rcpt_parameters(items):  # S-809: 501 5.5.4
+    assert parse_rcpt_params(list(items), dsn=True) == R.BAD_PARAMETER
+
+
+@pytest.mark.parametrize("items", [(b"NOTIFY=NEVER",), (b"ORCPT=rfc822;b@x.example",), (b"FOO=1",)])
+def test_rcpt_parameters_without_dsn_are_unsupported(items):  # S-202, S-205
+    assert parse_rcpt_params(list(items), dsn=False) == R.UNSUPPORTED_PARAMETER
+    assert parse_mail_params([b"RET=FULL"], MAX, True, dsn=False) == R.UNSUPPORTED_PARAMETER

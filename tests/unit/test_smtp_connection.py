@@ -1736,3 +1736,34 @@ def test_line_after_auth_challenge_is_a_response_not_a_command(ready):  # S-513,
     ready.send(b"AUTH LOGIN\r\nMAIL FROM:<alice@example.com>\r\n")
     # The MAIL line answers "Username:"; it is not run: decoding fails.
     assert ready.read() == ["334 VXNlcm5hbWU6", "501 5.5.2 Cannot decode response"]
+
+
+# =============================================================================
+# DSN (S-202, S-809): offered only with the SMTP hand-off (Settings.dsn)
+# =============================================================================
+
+
+def test_dsn_is_advertised_and_its_parameters_reach_the_envelope():  # S-202, S-809
+    s = Session(tls=True, trusted=True, dsn=True)
+    s.read()
+    assert s.ask(b"EHLO client.example\r\n")[-1] == "250 DSN"
+    assert s.one(b"MAIL FROM:<alice@example.com> RET=FULL ENVID=<m.1@example.com>") == "250 2.1.0 Ok"
+    assert s.one(b"RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE,DELAY") == "250 2.1.5 Ok"
+    assert s.one(b"RCPT TO:<carol@example.org>") == "250 2.1.5 Ok"
+    assert s.one(b"RCPT TO:<dave@example.org> NOTIFY=NEVER ORCPT=rfc822;dave@example.org") == "250 2.1.5 Ok"
+    assert s.one(b"RCPT TO:<eve@example.org> NOTIFY=SOMETIMES") == "501 5.5.4 Invalid parameter"
+    s.ask(b"DATA\r\nx\r\n.\r\n")
+    [end] = s.delivered
+    env = end.envelope
+    assert (env.ret, env.envid) == ("FULL", "<m.1@example.com>")
+    assert env.recipients == ("bob@example.org", "carol@example.org", "dave@example.org")
+    assert env.rcpt_dsn == (("SUCCESS,FAILURE,DELAY", None), (None, None), ("NEVER", "rfc822;dave@example.org"))
+
+
+def test_without_dsn_the_parameters_are_unsupported_and_not_advertised():  # S-202
+    s = Session(tls=True, trusted=True)
+    s.read()
+    assert not any("DSN" in line for line in s.ask(b"EHLO client.example\r\n"))
+    assert s.one(b"MAIL FROM:<alice@example.com> RET=FULL") == "555 5.5.4 Unsupported parameter"
+    s.one(b"MAIL FROM:<alice@example.com>")
+    assert s.one(b"RCPT TO:<bob@example.org> NOTIFY=NEVER") == "555 5.5.4 Unsupported parameter"
