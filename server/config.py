@@ -35,6 +35,18 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpRelay:
+    """`handoff = smtp:HOST:PORT`: the MTA's SMTP service (S-806)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     hostname: str
@@ -57,6 +69,7 @@ class Config:
     received_client: bool
     auth_cache_ttl: float
     auth_failures: int
+    handoff: SmtpRelay | None = None  # None: the sendmail command (the default)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -100,8 +113,11 @@ _DEFAULTS: dict[str, str] = {
     "received_client": "yes",
     "auth_cache_ttl": "300",
     "auth_failures": "3",
+    "handoff": "sendmail",
+    "handoff_timeout": "",  # sendmail_timeout's other name (CONTRACT.md)
 }
 
+_SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
@@ -327,6 +343,37 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('run_as')}: run_as {run_as!r} is not a user name "
                         "(letters, digits, '.', '_' and '-', not starting with '-')")  # fmt: skip
 
+    handoff = None
+    raw_handoff = values["handoff"]
+    if raw_handoff.lower() != "sendmail" and "handoff" not in refused:
+        m = _SMTP_HANDOFF.match(raw_handoff)
+        host = (m.group("v6") or m.group("host")) if m else ""
+        why = None if m else "must be sendmail or smtp:HOST:PORT (e.g. smtp:127.0.0.1:10025)"
+        if m and m.group("v6"):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                why = f"{host!r} is not an IPv6 address"
+        elif m:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if (bad := host_name_problem(host)) is not None:
+                    why = f"{host!r} is neither an IP address nor a host name: {bad}"
+        if m and not 0 < int(m.group("port")) < 65536:
+            why = f"port {m.group('port')} out of range"
+        if why:
+            problems.append(f"{where('handoff')}: handoff {raw_handoff!r} {why}")
+        else:
+            assert m is not None
+            handoff = SmtpRelay(host, int(m.group("port")))
+    timeout_key = "sendmail_timeout"
+    if values["handoff_timeout"]:
+        if "sendmail_timeout" in lines:
+            problems.append(f"{where('handoff_timeout')}: handoff_timeout is sendmail_timeout's other name: "
+                            "give one of them")  # fmt: skip
+        timeout_key = "handoff_timeout"
+
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
         problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
@@ -349,10 +396,11 @@ def parse(text: str, path: str) -> Config:
         run_as=run_as or None,
         require_tls_for_auth=boolean("require_tls_for_auth"),
         log=log,
-        sendmail_timeout=number("sendmail_timeout", 1, 86400),
+        sendmail_timeout=number(timeout_key, 1, 86400),
         received_client=boolean("received_client"),
         auth_cache_ttl=number("auth_cache_ttl", 0, 86400),
         auth_failures=integer("auth_failures", 1, 100),
+        handoff=handoff,
         lines=lines,
     )
     if problems:

@@ -1,10 +1,10 @@
 """The sendmail hand-off (SPEC.md §8, CONTRACT.md "Handing mail to the MTA").
 
-`<sendmail> -i -f SENDER -- RCPT...` with the fixed header and then the
-body from the spool on standard input. No shell, close_fds, a new process
-group, a reduced environment; the process group is killed at the timeout.
-The exit status is mapped to a reply here; the caller removes the spool
-file.
+`<sendmail> -i -f SENDER -- RCPT...` with the message's parts (the fixed
+header, then the body from the spool) on standard input. No shell,
+close_fds, a new process group, a reduced environment; the process group
+is killed at the timeout. The exit status is mapped to a reply here; the
+caller removes the spool file.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from collections import deque
 
 from smtp_states import Reply
 from smtp_states import replies as R
+
+from .handoff import FileRange, HandOff, Outbound, Part
 
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}  # S-801
 CHUNK = 1024 * 1024
@@ -36,18 +38,34 @@ _PERMANENT: dict[int, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class HandOff:
-    reply: Reply | None  # None: delivered (the caller sends "queued as")
-    status: str  # "sent" | "deferred" | "bounced"
-    detail: str  # for the log: "exit 0", "killed by signal 9", "timeout"...
-    stderr: bytes = b""
-    elapsed: float = 0.0
+class SendmailHandoff:
+    """`handoff = sendmail` (the default): one process per message."""
+
+    def __init__(self, sendmail: tuple[str, ...]) -> None:
+        self.sendmail = sendmail
+
+    def deliver(self, out: Outbound, timeout: float) -> HandOff:
+        env = out.envelope
+        return hand_off(argv_for(self.sendmail, env.sender, env.recipients), out.parts, timeout)
+
+    def close(self) -> None:
+        pass
 
 
 def argv_for(sendmail: tuple[str, ...], sender: str, recipients: tuple[str, ...]) -> list[str]:
     """S-801: `--` always before the recipients; `<>` for the null sender."""
     return [*sendmail, "-i", "-f", sender or "<>", "--", *recipients]
+
+
+def _written(part: memoryview | list) -> bool:
+    return len(part) == 0 if isinstance(part, memoryview) else part[2] == 0
+
+
+def _range_size(part: FileRange) -> int:
+    try:
+        return part.size()
+    except OSError:
+        return 0
 
 
 def _reply_for(status: int) -> tuple[Reply | None, str]:
@@ -59,9 +77,9 @@ def _reply_for(status: int) -> tuple[Reply | None, str]:
     return R.HANDOFF_TEMPFAIL, "deferred"  # 75, 71, anything else (S-803)
 
 
-def hand_off(argv: list[str], header: bytes, spool_fd: int, body_offset: int, timeout: float) -> HandOff:
-    """Run sendmail, feed it header and body, collect its exit status and
-    the start of its standard error, all within `timeout`.
+def hand_off(argv: list[str], parts: tuple[Part, ...], timeout: float) -> HandOff:
+    """Run sendmail, feed it the message's parts, collect its exit status
+    and the start of its standard error, all within `timeout`.
 
     One poll loop, no helper thread: standard input is written as the pipe
     takes it (sendfile from the spool), standard error is read as it comes,
@@ -81,7 +99,7 @@ def hand_off(argv: list[str], header: bytes, spool_fd: int, body_offset: int, ti
         )
     except OSError as e:  # S-804
         return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"cannot run {argv[0]}: {e.strerror or e}")
-    feeder = _Feeder(proc, header, spool_fd, body_offset)
+    feeder = _Feeder(proc, parts)
     try:
         finished = feeder.run(deadline)
     finally:
@@ -105,22 +123,21 @@ def hand_off(argv: list[str], header: bytes, spool_fd: int, body_offset: int, ti
 class _Feeder:
     """The poll loop of one hand-off."""
 
-    def __init__(self, proc: subprocess.Popen, header: bytes, spool_fd: int, offset: int) -> None:
+    def __init__(self, proc: subprocess.Popen, parts: tuple[Part, ...]) -> None:
         assert proc.stdin is not None and proc.stderr is not None
         self.proc = proc
-        self.header = memoryview(header)
-        self.spool_fd = spool_fd
-        self.offset = offset
+        # What is left to write: memoryviews of bytes parts, and file ranges
+        # as [fd, offset, octets left or None] (sendfile moves them).
+        self.parts: deque[memoryview | list] = deque(
+            memoryview(p) if isinstance(p, bytes) else [p.fd, p.offset, p.length] for p in parts
+        )
         self.stdin: int | None = proc.stdin.fileno()
         self.err: int | None = proc.stderr.fileno()
         self.stderr = bytearray()
         os.set_blocking(self.stdin, False)
         os.set_blocking(self.err, False)
-        try:
-            body = os.fstat(spool_fd).st_size - offset
-        except OSError:
-            body = 0
-        if body > 64 * 1024:  # a bigger pipe for big messages: fewer wake-ups
+        big = sum(len(p) if isinstance(p, bytes) else _range_size(p) for p in parts) > 64 * 1024
+        if big:  # a bigger pipe for big messages: fewer wake-ups
             try:
                 fcntl.fcntl(self.stdin, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
             except OSError:
@@ -168,20 +185,33 @@ class _Feeder:
     def _write(self) -> bool:
         """Write what the pipe takes; False when done or sendmail stopped reading."""
         assert self.stdin is not None
+        parts = self.parts
         try:
-            if self.header:
-                n = os.write(self.stdin, self.header)
-                self.header = self.header[n:]
+            while parts and _written(parts[0]):
+                parts.popleft()
+            if not parts:
+                return False
+            part = parts[0]
+            if isinstance(part, memoryview):
+                n = os.write(self.stdin, part)
+                parts[0] = part[n:]
                 return True
+            fd, offset, left = part
+            count = CHUNK if left is None else min(CHUNK, left)
             try:
-                n = os.sendfile(self.stdin, self.spool_fd, self.offset, CHUNK)
+                n = os.sendfile(self.stdin, fd, offset, count)
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.ENOSYS):
                     raise
-                data = os.pread(self.spool_fd, CHUNK, self.offset)
+                data = os.pread(fd, count, offset)
                 n = os.write(self.stdin, data) if data else 0
-            self.offset += n
-            return n > 0
+            if n == 0:  # the end of the file
+                parts.popleft()
+                return bool(parts)
+            part[1] += n
+            if left is not None:
+                part[2] = left - n
+            return True
         except BlockingIOError:
             return True
         except OSError:  # EPIPE and friends

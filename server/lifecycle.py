@@ -126,7 +126,7 @@ def _preload() -> None:
     without them): after run_as, the library may not be readable."""
     import headers  # noqa: F401
 
-    from . import delivery  # noqa: F401
+    from . import delivery, handoff  # noqa: F401
 
     try:
         import idna  # noqa: F401  (S-603, used by sasl.userdb)
@@ -235,5 +235,6 @@ def serve(cfg: Config) -> int:
         maillog.warning(f"stopping with {len(left)} session(s) still open")
         for s in left:
             s.force_close()
+    server.close_handoff()
     maillog.info("stopped")
     return 0

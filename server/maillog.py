@@ -192,8 +192,10 @@ def message_from(qid: str, sender: str, size: int, nrcpt: int) -> None:
     log.info("%s: from=<%s>, size=%d, nrcpt=%d", qid, esc(sender), size, nrcpt)
 
 
-def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str) -> None:
-    log.info("%s: to=<%s>, relay=sendmail, delay=%.2f, status=%s (%s)", qid, esc(rcpt), delay, status, esc(detail))
+def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str, relay: str = "sendmail") -> None:
+    """``detail`` may quote the MTA (which may quote the client): escaped."""
+    log.info("%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)", qid, esc(rcpt), relay, delay, status,
+             esc(detail, 2 * MAX_VALUE))
 
 
 def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None,

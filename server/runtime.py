@@ -47,6 +47,7 @@ class Runtime:
             auth_mechanisms=mechanisms,
             new_mechanism=mechanism_factory,
             auth_failures=c.auth_failures,
+            dsn=c.handoff is not None,  # S-202: DSN passes only through SMTP (S-809)
         )
 
 
@@ -113,6 +114,24 @@ class Server:
         self.argon2_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.tls_refusal_slots = threading.BoundedSemaphore(8)
         self.auth: Any = None  # server.auth.Authenticator, once built
+        self._handoff: Any = None  # server.handoff.Kind, made on first use
+
+    @property
+    def handoff(self) -> Any:
+        """The hand-off `handoff` names (server/handoff.py), made when the
+        first message needs it: inetd mode greets before importing it."""
+        if self._handoff is None:
+            from . import handoff
+
+            with self._lock:
+                if self._handoff is None:
+                    self._handoff = handoff.make(self._runtime.config)
+        return self._handoff
+
+    def close_handoff(self) -> None:
+        """At shutdown: kept connections to the MTA get QUIT."""
+        if self._handoff is not None:
+            self._handoff.close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():

@@ -240,7 +240,7 @@ class Session:
             self.spool = None
 
     def _deliver(self, ev: DataEnd) -> R.Reply:
-        from . import delivery  # lazily, as headers
+        from .handoff import FileRange, Outbound  # lazily, as headers
 
         spool = self.spool
         qid = self.qid or self.sid
@@ -250,24 +250,71 @@ class Session:
                 why = spool.reason if spool is not None else "cannot create spool file"
                 maillog.warning(f"{qid}: spool: {why}")
                 return R.NO_STORAGE
-            runtime = self.server.runtime
-            cfg = runtime.config
-            header, offset, refusal = self._prepare(spool, ev)
+            cfg = self.server.runtime.config
+            ctx = self._fix_context(env)
+            header, offset, refusal = self._prepare(spool, ctx)
             if refusal is not None:
                 return refusal
             maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
-            argv = delivery.argv_for(cfg.sendmail, env.sender, env.recipients)
-            result = delivery.hand_off(argv, header, spool.fd, offset, cfg.sendmail_timeout)
+            out = Outbound(qid, env, (header, FileRange(spool.fd, offset)), self._xforward(ctx))
+            result = self.server.handoff.deliver(out, cfg.sendmail_timeout)
             maillog.sendmail_stderr(qid, result.stderr)
+            for note in result.notes:
+                maillog.info(f"{qid}: {note}")
             for rcpt in env.recipients:
-                maillog.delivered(qid, rcpt, result.elapsed, result.status, result.detail)
+                maillog.delivered(qid, rcpt, result.elapsed, result.status, result.detail, result.relay)
+            if result.may_duplicate:  # S-808, RFC 1047
+                maillog.warning(f"{qid}: the MTA may have the message although msa answered {result.reply}; "
+                                "the client may send it again")
             if result.reply is None:
                 return R.queued(qid)
             return result.reply
         finally:
             self._drop_spool()
 
-    def _prepare(self, spool: SpoolFile, ev: DataEnd) -> tuple[bytes, int, R.Reply | None]:
+    def _fix_context(self, env: Any) -> Any:
+        """What headers.fix and the hand-off need to know of this transaction."""
+        import headers
+
+        conn = self.conn
+        assert conn is not None
+        cfg = self.server.runtime.config
+        return headers.FixContext(
+            hostname=cfg.hostname,
+            queue_id=self.qid or self.sid,
+            helo=conn.helo,
+            esmtp=bool(conn.esmtp),
+            client_ip=self.ip,
+            tls=f"{self.tls_info[0]} with cipher {self.tls_info[1]}" if self.tls_info else None,
+            authenticated=conn.user is not None,
+            smtputf8=env.smtputf8,
+            sender=env.sender,
+            recipients=env.recipients,
+            received_client=cfg.received_client,
+            now=datetime.datetime.now().astimezone(),
+            random=secrets.token_bytes(10),
+        )
+
+    def _xforward(self, ctx: Any) -> tuple[tuple[str, str], ...]:
+        """XFORWARD attributes (S-806): what the MTA logs as the real client.
+        msa makes no DNS lookup, so NAME is unavailable; PROTO is the
+        Received: line's `with`; the HELO name as Received: shows it (S-707)."""
+        from headers.received import HELO_TABLE, helo_domain, restrict, with_protocol
+
+        unavailable = "[UNAVAILABLE]"
+        helo = ctx.helo
+        shown = helo_domain(helo) or (restrict(helo, HELO_TABLE, 255) if helo else unavailable)
+        return (
+            ("NAME", unavailable),
+            ("ADDR", self.ip if self.ip != "unknown" else unavailable),
+            ("PORT", str(self.port) if self.port is not None else unavailable),
+            ("PROTO", with_protocol(ctx)),
+            ("HELO", shown),
+            ("IDENT", ctx.queue_id),
+            ("SOURCE", "REMOTE"),
+        )
+
+    def _prepare(self, spool: SpoolFile, ctx: Any) -> tuple[bytes, int, R.Reply | None]:
         """Check and complete the header (SPEC.md §6-§7): the new header
         block, the body's offset in the spool file, or a refusal."""
         import headers
@@ -277,29 +324,12 @@ class Session:
         block = self.header.finish()
         if isinstance(block, headers.HeaderTooLarge):
             return b"", 0, R.HEADER_TOO_LARGE  # S-703
-        env = ev.envelope
         user = conn.user
         if user is not None:  # S-602: trusted clients are not checked
             users = self.server.runtime.users
             problem = headers.check_senders(block, lambda address: users.may_send_as(user, address))
             if problem is not None:
                 return b"", 0, self._sender_refusal(problem, user)
-        cfg = self.server.runtime.config
-        ctx = headers.FixContext(
-            hostname=cfg.hostname,
-            queue_id=self.qid or self.sid,
-            helo=conn.helo,
-            esmtp=bool(conn.esmtp),
-            client_ip=self.ip,
-            tls=f"{self.tls_info[0]} with cipher {self.tls_info[1]}" if self.tls_info else None,
-            authenticated=user is not None,
-            smtputf8=env.smtputf8,
-            sender=env.sender,
-            recipients=env.recipients,
-            received_client=cfg.received_client,
-            now=datetime.datetime.now().astimezone(),
-            random=secrets.token_bytes(10),
-        )
         fixed = headers.fix(block, ctx)
         if isinstance(fixed, headers.SenderProblem):
             return b"", 0, self._sender_refusal(fixed, user or "")
