@@ -53,14 +53,17 @@ def run(path: str, out: TextIO) -> int:
     except sasl.UserDBError as e:
         problems.extend(e.problems)
 
-    prog = cfg.sendmail[0] if cfg.sendmail else ""
-    found = prog if os.path.isabs(prog) else shutil.which(prog, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
-        problems.append(f"{cfg.where('sendmail')}: sendmail: {prog} is not an executable file")
-    elif os.getuid() == 0 and not cfg.run_as:
-        warnings.append(f"{cfg.where('run_as')}: serve would run {prog} as root; set run_as (S-1012)")
-    if found and os.path.isfile(found):
-        _check_mta(cfg, found, warnings)
+    if cfg.handoff is not None:
+        _check_smtp_handoff(cfg, problems, warnings)
+    else:
+        prog = cfg.sendmail[0] if cfg.sendmail else ""
+        found = prog if os.path.isabs(prog) else shutil.which(prog, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            problems.append(f"{cfg.where('sendmail')}: sendmail: {prog} is not an executable file")
+        elif os.getuid() == 0 and not cfg.run_as:
+            warnings.append(f"{cfg.where('run_as')}: serve would run {prog} as root; set run_as (S-1012)")
+        if found and os.path.isfile(found):
+            _check_mta(cfg, found, warnings)
 
     parent = cfg.spool if os.path.isdir(cfg.spool) else os.path.dirname(cfg.spool)
     if why := spool.problem(cfg.spool):
@@ -81,6 +84,42 @@ def run(path: str, out: TextIO) -> int:
     for p in problems:
         print(p, file=out)
     return 1 if problems else 0
+
+
+#: Room for what msa adds to a message (Received:, Date:, Message-ID:, and
+#: later signatures) when comparing the MTA's limit with msa's.
+_ADDED_HEADER = 64 * 1024
+
+
+def _check_smtp_handoff(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:
+    """S-810: connect, read the EHLO reply, say what the MTA lacks; no mail."""
+    import ipaddress
+
+    from .smtp_relay import SmtpHandoff
+
+    where = f"{cfg.where('handoff')}: handoff"
+    relay = cfg.handoff
+    assert relay is not None
+    try:
+        loopback = ipaddress.ip_address(relay.host).is_loopback
+    except ValueError:
+        loopback = relay.host == "localhost"
+    if not loopback:
+        warnings.append(f"{where}: {relay.host} is not a loopback address, and msa speaks plaintext SMTP to it (S-806)")
+    got = SmtpHandoff(relay.host, relay.port, cfg.hostname).probe(min(cfg.sendmail_timeout, 30))
+    if isinstance(got, str):
+        problems.append(f"{where}: cannot use {relay}: {got}")
+        return
+    if not got.xforward:
+        warnings.append(f"{where}: {relay} does not offer XFORWARD: the MTA logs msa, not the real client "
+                        "(README \"The MTA\": smtpd_authorized_xforward_hosts)")
+    if not got.dsn:
+        warnings.append(f"{where}: {relay} does not offer DSN: the clients' DSN requests are dropped (S-809)")
+    if not got.smtputf8:
+        warnings.append(f"{where}: {relay} does not offer SMTPUTF8: messages with UTF-8 addresses get 554 5.6.7")
+    if got.size and got.size < cfg.max_message_size + _ADDED_HEADER:
+        warnings.append(f"{where}: {relay} offers SIZE {got.size}, below max_message_size {cfg.max_message_size} "
+                        "plus msa's added header: the MTA would refuse what msa accepts")
 
 
 def _readable_by_all(path: str, warnings: list[str]) -> None:
@@ -112,7 +151,7 @@ def _check_mta(cfg: config_mod.Config, sendmail: str, warnings: list[str]) -> No
         limit = int(out.stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         return
-    if limit and limit < cfg.max_message_size + 64 * 1024:
+    if limit and limit < cfg.max_message_size + _ADDED_HEADER:
         warnings.append(
             f"{cfg.where('max_message_size')}: Postfix's message_size_limit is {limit}, below max_message_size "
             f"{cfg.max_message_size} plus msa's added header: Postfix would refuse what msa accepts"

@@ -126,7 +126,7 @@ def _preload() -> None:
     without them): after run_as, the library may not be readable."""
     import headers  # noqa: F401
 
-    from . import delivery, handoff  # noqa: F401
+    from . import delivery, handoff, smtp_relay  # noqa: F401
 
     try:
         import idna  # noqa: F401  (S-603, used by sasl.userdb)

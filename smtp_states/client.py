@@ -256,6 +256,11 @@ class Client:
         """READY, so a next message may use this connection."""
         return self.state is ClientState.READY
 
+    def lost(self, reason: str) -> Lost:
+        """The shell lost the connection (a timeout, a reset): give it up,
+        and say where the transaction stood (S-808)."""
+        return self._lost(reason)[0]  # type: ignore[return-value]
+
     def receive(self, data: bytes) -> list[ClientEvent]:
         if self.state is ClientState.CLOSED:
             return []

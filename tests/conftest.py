@@ -40,3 +40,13 @@ def start_msa(tmp_path: Path, certs: msatest.Certs):
 @pytest.fixture
 def msa(start_msa) -> msatest.MsaProcess:
     return start_msa()
+
+
+@pytest.fixture
+def fake_mta():
+    """A scripted SMTP server for the SMTP hand-off (tests/helpers/fake_mta.py)."""
+    from helpers.fake_mta import FakeMta
+
+    mta = FakeMta()
+    yield mta
+    mta.stop()

@@ -31,8 +31,14 @@ queue:
    the alternate directory (no alternate_config_directories needed), and
    writes into DIR's maildrop.
 
-No smtpd, no inet listener: master.cf keeps pickup, cleanup, qmgr, the
-rewrite/bounce/defer/trace/error services qmgr needs, virtual and postlog.
+7. For `handoff = smtp:...` (S-806 to S-810), one smtpd on a spare
+   loopback port configured exactly as the README's "The MTA" says
+   (MSA_SERVICE below, with anvil, which smtpd asks about its clients).
+   Mail for `hold.test` is held (`defer_transports`), so that its queue
+   file can be read with postcat.
+
+master.cf keeps pickup, cleanup, qmgr, the rewrite/bounce/defer/trace/error
+services qmgr needs, virtual, postlog, and that one smtpd.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -69,7 +76,34 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 virtual   unix  -       n       n       -       -       virtual
 postlog   unix-dgram n  -       n       -       1       postlogd
+anvil     unix  -       -       n       -       1       anvil
+proxymap  unix  -       -       n       -       -       proxymap
 """
+
+#: The README's master.cf service for msa's SMTP hand-off ("The MTA"), word
+#: for word but for the address: msa on this host is the only client; it may
+#: relay (mynetworks), its XFORWARD is believed, and the public port's SASL,
+#: TLS and milters do not apply to it.
+MSA_SERVICE = """\
+{listen} inet n - n - - smtpd
+  -o syslog_name=postfix/msa
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o smtpd_client_restrictions=
+  -o smtpd_helo_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o smtpd_sasl_auth_enable=no
+  -o smtpd_tls_security_level=none
+  -o smtpd_milters=
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main_cf(d: Path, uid: int, gid: int, queue: Path | None = None) -> str:
@@ -90,6 +124,10 @@ relay_transport = error:no outbound mail from the test instance
 virtual_mailbox_domains = {DOMAIN}
 virtual_mailbox_base = {d / "vmail"}
 virtual_mailbox_maps = texthash:{d / "etc" / "vmailbox"}
+# hold.test: relayed (msa's smtpd service permits its network) but held in
+# the deferred queue, never delivered, so postcat can read its queue file.
+transport_maps = texthash:{d / "etc" / "transport"}
+defer_transports = hold
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
 virtual_minimum_uid = 1
@@ -106,6 +144,7 @@ biff = no
 @dataclass
 class Postfix:
     root: Path
+    smtp_port: int = 0  # the README's smtpd service for msa (MSA_SERVICE)
 
     @property
     def config_dir(self) -> Path:
@@ -192,11 +231,23 @@ class Postfix:
             time.sleep(0.05)
         raise AssertionError(f"{count} message(s) for {user}@{DOMAIN} never arrived:\n{self.log()}")
 
+    @property
+    def handoff(self) -> str:
+        """msa's `handoff` setting for this instance's smtpd service."""
+        return f"smtp:127.0.0.1:{self.smtp_port}"
+
+    def postcat(self, queue_id: str) -> str:
+        p = subprocess.run(["/usr/sbin/postcat", "-c", str(self.config_dir), "-q", queue_id],
+                           capture_output=True, text=True, timeout=30)
+        return p.stdout + p.stderr
+
     def write_config(self, config_dir: Path, queue: Path | None = None) -> None:
         config_dir.mkdir(parents=True, exist_ok=True)
         nobody = pwd.getpwnam("nobody")
         (config_dir / "main.cf").write_text(main_cf(self.root, nobody.pw_uid, nobody.pw_gid, queue))
-        (config_dir / "master.cf").write_text(MASTER_CF)
+        service = MSA_SERVICE.format(listen=f"127.0.0.1:{self.smtp_port}") if self.smtp_port else ""
+        (config_dir / "master.cf").write_text(MASTER_CF + service)
+        (config_dir / "transport").write_text("hold.test hold:\n")
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +265,7 @@ def postfix():
 
     root = Path(tempfile.mkdtemp(prefix="msa-postfix-"))
     root.chmod(0o755)
-    pf = Postfix(root)
+    pf = Postfix(root, smtp_port=free_port())
     pf.write_config(pf.config_dir)
     # One Maildir per user, vmail/USER/ (texthash: no postmap needed; a
     # regexp table cannot be used, virtual(8) forbids $1 substitution there).

@@ -1,0 +1,165 @@
+"""The SMTP hand-off against a scripted MTA on a real socket (SPEC.md S-806
+to S-810): what a real Postfix will not do on cue. The real Postfix tests
+are in tests/postfix/test_smtp_handoff.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from msatest import HDR, Wire
+
+MSG = HDR + b"Subject: faults\r\n\r\nhello\r\n.dot line\r\n"
+
+
+def send(m, sender="alice@example.org", rcpts=("bob@example.net",), message=MSG, params="",
+         w: Wire | None = None) -> tuple[int, str]:
+    """One transaction from the trusted network over implicit TLS."""
+    own = w is None
+    if own:
+        w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60)
+        assert w.reply()[0] == 220
+        w.expect("EHLO client.example", 250)
+    w.expect(f"MAIL FROM:<{sender}>{params}".encode(), 250)
+    for r in rcpts:
+        w.expect(f"RCPT TO:<{r}>".encode(), 250)
+    w.expect("DATA", 354)
+    w.send(message + b".\r\n")
+    result = w.reply()
+    if own:
+        w.close()
+    return result
+
+
+def test_mta_down_is_451_4_4_1(start_msa):  # S-808
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    m = start_msa(handoff=f"smtp:127.0.0.1:{port}")
+    assert send(m) == (451, "451 4.4.1 Mail system unavailable; try again later")
+    m.wait_log(rf"to=<bob@example\.net>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:{port}, delay=[\d.]+, "
+               rf"status=deferred \(connect to 127\.0\.0\.1\[127\.0\.0\.1\]:{port}: Connection refused\)")
+    assert m.spool_files() == []
+
+
+def test_mta_closing_after_the_final_dot_is_451_4_4_2_and_logged(start_msa, fake_mta):  # S-808, RFC 1047
+    fake_mta.close_after_dot = True
+    m = start_msa(handoff=fake_mta.handoff)
+    assert send(m) == (451, "451 4.4.2 Connection to the mail system lost; try again later")
+    m.wait_log(r"status=deferred \(lost connection with 127\.0\.0\.1\[127\.0\.0\.1\]:\d+ after the final dot "
+               r"\(connection closed by the MTA\): the MTA may have the message\)")
+    m.wait_log(r"warning: [0-9A-F]{10}: the MTA may have the message although msa answered 451 4\.4\.2")
+
+
+def test_mta_that_stalls_is_cut_at_the_timeout(start_msa, fake_mta):  # S-808
+    fake_mta.stall = "DOT"
+    m = start_msa(handoff=fake_mta.handoff, sendmail_timeout=2)
+    t0 = time.monotonic()
+    assert send(m)[1] == "451 4.4.2 Connection to the mail system lost; try again later"
+    assert time.monotonic() - t0 < 10
+    m.wait_log(r"status=deferred \(lost connection with .* after the final dot \(timeout\)")
+    fake_mta.stall = "MAIL"
+    t0 = time.monotonic()
+    assert send(m)[1] == "451 4.4.1 Mail system unavailable; try again later"  # before the dot: not queued
+    assert time.monotonic() - t0 < 10
+
+
+def test_smtputf8_without_mta_support_is_554_5_6_7(start_msa, fake_mta):  # S-807, RFC 6531 §3.2
+    fake_mta.extensions = [e for e in fake_mta.extensions if e != "SMTPUTF8"]
+    m = start_msa(handoff=fake_mta.handoff)
+    code, text = send(m, rcpts=("bø@example.net",), params=" SMTPUTF8")
+    assert (code, text) == (554, "554 5.6.7 SMTPUTF8 is not supported by the mail system")
+    assert [c for conn in fake_mta.connections for c in conn.commands if c.startswith("MAIL")] == []
+    m.wait_log(r"status=bounced \(127\.0\.0\.1\[127\.0\.0\.1\]:\d+ does not offer SMTPUTF8; nothing was sent\)")
+
+
+def test_one_refused_recipient_refuses_the_message_and_resets(start_msa, fake_mta):  # S-807
+    fake_mta.replies["RCPT:carol@example.net"] = "450 4.2.1 <carol@example.net>: mailbox busy"
+    fake_mta.replies["RCPT:dave@example.net"] = "550 5.1.1 <dave@example.net>: User unknown"
+    m = start_msa(handoff=fake_mta.handoff)
+    code, text = send(m, rcpts=("bob@example.net", "carol@example.net"))
+    assert (code, text) == (451, "451 4.3.0 Temporary failure handing the message on; try again later")
+    code, text = send(m, rcpts=("bob@example.net", "dave@example.net", "erin@example.net"))
+    assert (code, text) == (554, "554 5.1.1 Rejected by the mail system")
+    assert fake_mta.messages() == []  # never DATA after a refused RCPT
+    commands = [c for conn in fake_mta.connections for c in conn.commands]
+    assert "DATA" not in commands and commands.count("RSET") == 2
+    m.wait_log(r"to=<dave@example\.net>, .*status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\]:\d+ said: "
+               r"550 5\.1\.1 <dave@example\.net>: User unknown \(in reply to RCPT TO command\)\)")
+    assert "User unknown" not in text  # the MTA's text is logged, not sent
+    assert send(m)[0] == 250  # the connection was reset and is used again
+    assert len(fake_mta.connections) == 1
+
+
+def test_a_kept_connection_closed_meanwhile_is_replaced(start_msa, fake_mta):  # S-808
+    fake_mta.close_kept_at_mail = True
+    m = start_msa(handoff=fake_mta.handoff)
+    assert send(m)[0] == 250
+    code, text = send(m)  # the kept connection is closed at its second MAIL
+    assert code == 250, text
+    assert len(fake_mta.connections) == 2 and len(fake_mta.messages()) == 2
+
+
+def test_connections_are_kept_and_used_at_most_100_times(start_msa, fake_mta):  # S-808
+    m = start_msa(handoff=fake_mta.handoff)
+    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60)
+    assert w.reply()[0] == 220
+    w.expect("EHLO client.example", 250)
+    for _ in range(101):
+        assert send(m, w=w)[0] == 250
+    assert len(fake_mta.messages()) == 101
+    assert [len(c.messages) for c in fake_mta.connections] == [100, 1]
+    assert fake_mta.connections[0].commands[-1] == "QUIT"
+
+
+def test_xforward_and_dsn_as_the_mta_offers_them(start_msa, fake_mta):  # S-806, S-809
+    m = start_msa(handoff=fake_mta.handoff)
+    send(m, params=" RET=HDRS ENVID=<m.1@example.org>")
+    cmds = fake_mta.connections[0].commands
+    [xf] = [c for c in cmds if c.startswith("XFORWARD")]
+    qid = m.wait_log(r"([0-9A-F]{10}): from=<alice@example\.org>").group(1)
+    assert re.fullmatch(rf"XFORWARD NAME=\[UNAVAILABLE\] ADDR=127\.0\.0\.1 PORT=\d+ PROTO=ESMTPS "
+                        rf"HELO=client\.example IDENT={qid} SOURCE=REMOTE", xf), xf
+    assert [c for c in cmds if c.startswith("MAIL")][0].endswith(" RET=HDRS ENVID=<m.1@example.org>")
+    fake_mta.extensions = ["PIPELINING", "8BITMIME"]  # no DSN, no XFORWARD, no SIZE
+    m2 = start_msa(handoff=fake_mta.handoff)
+    send(m2, params=" RET=HDRS")
+    cmds = fake_mta.connections[-1].commands
+    assert not any(c.startswith("XFORWARD") for c in cmds)
+    assert [c for c in cmds if c.startswith("MAIL")] == ["MAIL FROM:<alice@example.org>"]
+    m2.wait_log(r"[0-9A-F]{10}: the MTA does not offer DSN: RET, ENVID, NOTIFY and ORCPT were dropped")
+
+
+def test_check_fails_when_the_mta_cannot_be_reached(certs, tmp_path):  # S-810
+    import socket
+    import subprocess
+    import sys
+
+    import msatest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = msatest.write_config(tmp_path / "msa", certs, handoff=f"smtp:127.0.0.1:{port}", run_as=None)
+    p = subprocess.run([sys.executable, msatest.MSA, "check", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert re.search(rf"msa\.conf:\d+: handoff: cannot use 127\.0\.0\.1:{port}: connect to "
+                     rf"127\.0\.0\.1\[127\.0\.0\.1\]:{port}: Connection refused", p.stdout), p.stdout
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_check_warns_when_the_mta_is_not_local(certs, tmp_path, fake_mta):  # S-806, S-810
+    import subprocess
+    import sys
+
+    import msatest
+
+    conf = msatest.write_config(tmp_path / "msa", certs, handoff="smtp:192.0.2.1:25", sendmail_timeout=1,
+                                run_as=None)
+    p = subprocess.run([sys.executable, msatest.MSA, "check", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=60)
+    assert "handoff: 192.0.2.1 is not a loopback address, and msa speaks plaintext SMTP to it" in p.stdout
+    assert p.returncode == 1  # and it cannot be reached from here
