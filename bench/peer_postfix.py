@@ -91,6 +91,7 @@ class PrivatePostfix:
             "inet_interfaces": "loopback-only",
             "inet_protocols": "ipv4",
             "mynetworks": "127.0.0.0/8",
+            "smtpd_authorized_xforward_hosts": "127.0.0.0/8",  # msa's handoff = smtp (cases 9, 11)
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
             "default_transport": "discard",
             "local_transport": "discard",
@@ -216,3 +217,52 @@ def smtp_source(port: int, message_file: str, sessions: int, messages: int, time
     except subprocess.TimeoutExpired:
         rc, err = -1, f"timeout after {timeout:g}s"
     return time.perf_counter() - t0, rc, err
+
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on a spare loopback port: accepts and discards
+    (a null MTA for the SMTP hand-off's small-message case)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str | None:
+        """None once listening, else why not."""
+        if not os.access(SMTP_SINK, os.X_OK):
+            return f"{SMTP_SINK} is not installed"
+        argv = [SMTP_SINK]
+        if os.geteuid() == 0:
+            argv += ["-u", "postfix" if _has_user("postfix") else "nobody"]
+        self.proc = subprocess.Popen([*argv, "-4", f"127.0.0.1:{self.port}", "256"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                return f"smtp-sink exited: {err.strip()[:200]}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return None
+            except OSError:
+                time.sleep(0.05)
+        return "smtp-sink did not listen"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

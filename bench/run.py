@@ -21,6 +21,11 @@ Cases:
   7  inetd mode: start-up time to the greeting (+ bare interpreter floor)
   8  adversarial DATA: 24 MiB of nothing but LF "." lines against 24 MiB of
      plain text lines, STARTTLS + AUTH PLAIN, null sendmail: MiB/s (S-303)
+  9  4 KiB messages, 8 sessions, handoff = smtp into the private Postfix's
+     smtpd (discard), against msa's sendmail hand-off into the same Postfix
+ 10  the same into a null SMTP sink (Postfix's smtp-sink), against aiosmtpd
+ 11  one 100 MiB message, STARTTLS + AUTH, handoff = smtp into Postfix's smtpd,
+     against Postfix smtpd plaintext: MiB/s, and msa's peak RSS growth
 
 `--profile caseN` (make bench PROFILE=caseN) runs only that case with msa
 sampled by py-spy during its measured part (busy threads; PROFILER=py-spy-gil
@@ -235,7 +240,7 @@ class Bench:
         self.msg4k = loadgen.small_message(4096)
         self.msgfile = str(self.tmp / "message-4k.txt")
         loadgen.lf_message_file(self.msgfile, 4096)
-        if self.cases & {1, 3, 4}:
+        if self.cases & {1, 3, 4, 9, 11}:
             why = peer_postfix.unavailable()
             if why is None and not os.access(peer_postfix.SMTP_SOURCE, os.X_OK):
                 why = f"{peer_postfix.SMTP_SOURCE} is not installed"
@@ -250,7 +255,7 @@ class Bench:
                     pf.stop()
                     self.postfix = None
             self.postfix_skip = why or ""
-        if self.cases & {1, 3, 5, 6}:
+        if self.cases & {1, 3, 5, 6, 10}:
             log("aiosmtpd peer")
             self.start_aiosmtpd()
 
@@ -907,6 +912,134 @@ class Bench:
                              max(rates["plain text lines"]), ">= 0.1x", ratio_min=0.1,
                              note=f"best of 3 alternating runs (MiB/s: {runs}); null sendmail; SPEC.md S-303"))
 
+    # -- cases 9 to 11: the SMTP hand-off ---------------------------------------------------
+    def alternate(self, runs: dict[str, tuple[msatest.MsaProcess | int, object]], rounds: int = 3,
+                  drain: bool = False) -> tuple[dict[str, list[float]], str]:
+        """smtp-source rounds against each target in turn (msa processes by
+        their STARTTLS port with their log counted, or a bare port)."""
+        counts: dict[str, int] = {}
+        note = ""
+        for name, (target, _) in runs.items():
+            port = target.ports["starttls"] if isinstance(target, msatest.MsaProcess) else target
+            counts[name], why = self.smtp_source_calibrate(port)
+            note += why
+            if drain:
+                self.wait_postfix_idle()
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for rnd in range(rounds):
+            log(f"round {rnd + 1}/{rounds}: " + ", ".join(runs))
+            for name, (target, counter) in runs.items():
+                if not counts[name]:
+                    continue
+                port = target.ports["starttls"] if isinstance(target, msatest.MsaProcess) else target
+                rate, why = self.smtp_source_run(port, counts[name], counter)
+                rates[name].append(rate or 0.0)
+                note += why
+                if drain:
+                    self.wait_postfix_idle()
+        return rates, note
+
+    def case_smtp_small(self) -> None:
+        """9: SMTP hand-off against the sendmail hand-off, into one Postfix."""
+        if self.postfix is None:
+            self.rows.append(Row("9", "4 KiB msgs/s, 8 sessions, handoff = smtp", None, "msg/s",
+                                 "msa, Postfix sendmail", None, ">= 3x", skipped=f"Postfix: {self.postfix_skip}"))
+            return
+        pf = self.postfix
+        cprof = self.cprofile_path("case9")
+        smtp = self.start_msa("msa-smtp", profile_cprofile=cprof, handoff=f"smtp:127.0.0.1:{pf.port}")
+        sendmail = self.start_msa("msa-sendmail", sendmail=shlex.join(pf.sendmail))
+        sent = lambda m: (lambda: count_in_log(m, "status=sent"))  # noqa: E731
+        cpu0 = proc_cpu(smtp.proc.pid)
+        before = count_in_log(smtp, "status=sent")
+        with self.phase("case9", smtp):
+            rates, note = self.alternate({"smtp": (smtp, sent(smtp)), "sendmail": (sendmail, sent(sendmail))},
+                                         drain=True)
+        per_msg = (proc_cpu(smtp.proc.pid) - cpu0) / max(1, count_in_log(smtp, "status=sent") - before)
+        self.stop_msa(smtp)
+        self.stop_msa(sendmail)
+        self.finish_cprofile("case9", cprof)
+        runs = "; ".join(f"{k} {'/'.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
+        self.rows.append(Row("9", "4 KiB msgs/s, 8 sessions, handoff = smtp, Postfix", max(rates["smtp"]),
+                             "msg/s", "msa, sendmail hand-off, same Postfix", max(rates["sendmail"]), ">= 3x",
+                             ratio_min=3.0, note=f"smtp-source -d -s 8 into msa, msa into Postfix's smtpd "
+                                                 f"(discard) or its sendmail; best of 3 alternating rounds "
+                                                 f"({runs}) {note}".strip()))
+        self.rows.append(Row("9", "msa CPU per message, handoff = smtp", 1000 * per_msg, "ms",
+                             note="information: user+system CPU of msa's process per message, warm-up included"))
+
+    def case_smtp_sink(self) -> None:
+        """10: SMTP hand-off into smtp-sink, against aiosmtpd."""
+        sink = peer_postfix.SmtpSink()
+        why = sink.start()
+        if why:
+            self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, handoff = smtp, sink", None, "msg/s",
+                                 "aiosmtpd (file per message)", None, ">= 1x", skipped=why))
+            return
+        try:
+            cprof = self.cprofile_path("case10")
+            m = self.start_msa("msa-sink", profile_cprofile=cprof, handoff=f"smtp:127.0.0.1:{sink.port}")
+            aio_count = lambda: len(os.listdir(self.aiosmtpd_dir))  # noqa: E731
+            cpu0 = proc_cpu(m.proc.pid)
+            before = count_in_log(m, "status=sent")
+            with self.phase("case10", m):
+                rates, note = self.alternate({"msa": (m, lambda: count_in_log(m, "status=sent")),
+                                              "aiosmtpd": (self.aiosmtpd_port, aio_count)})
+            per_msg = (proc_cpu(m.proc.pid) - cpu0) / max(1, count_in_log(m, "status=sent") - before)
+            self.stop_msa(m)
+            self.finish_cprofile("case10", cprof)
+        finally:
+            sink.stop()
+        runs = "; ".join(f"{k} {'/'.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
+        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, handoff = smtp, sink", max(rates["msa"]), "msg/s",
+                             "aiosmtpd (file per message)", max(rates["aiosmtpd"]), ">= 1x", ratio_min=1.0,
+                             note=f"smtp-sink discards; best of 3 alternating rounds ({runs}) {note}".strip()))
+        self.rows.append(Row("10", "msa CPU per message, handoff = smtp, sink", 1000 * per_msg, "ms",
+                             note="information: user+system CPU of msa's process per message"))
+
+    def case_smtp_big(self) -> None:
+        """11: 100 MiB over STARTTLS + AUTH with the SMTP hand-off, against
+        Postfix smtpd plaintext, in alternating runs; msa's peak RSS."""
+        if self.postfix is None:
+            self.rows.append(Row("11", "100 MiB msg, STARTTLS+AUTH, handoff = smtp", None, "MiB/s",
+                                 "Postfix smtpd, plaintext", None, ">= 1x", skipped=f"Postfix: {self.postfix_skip}"))
+            return
+        chunk = loadgen.body_chunk(loadgen.CHUNK_LINES)
+        cprof = self.cprofile_path("case11")
+        m = self.start_msa("msa-smtp-big", profile_cprofile=cprof, handoff=f"smtp:127.0.0.1:{self.postfix.port}")
+        c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                 password=PASSWORD, source=loadgen.source_address(2))
+        loadgen.send_big(c, 2 * MIB, chunk)
+        pf = loadgen.open_session(self.postfix.port, tls=None, mode="plain", user=None, password=None)
+        loadgen.send_big(pf, 2 * MIB, chunk)
+        msa_r: list[float] = []
+        pf_r: list[float] = []
+        growth = 0.0
+        with self.phase("case11", m):
+            for _ in range(2):
+                log("msa: 100 MiB over STARTTLS + AUTH, handoff = smtp")
+                before = rss_kib(m.proc.pid)
+                m.reset_hwm()
+                r = loadgen.send_big(c, 100 * MIB, chunk)
+                growth = max(growth, (rss_kib(m.proc.pid, "VmHWM") - before) / 1024)
+                msa_r.append(r.size / MIB / r.seconds)
+                self.wait_postfix_idle()
+                log("Postfix smtpd: 100 MiB plaintext")
+                r = loadgen.send_big(pf, 100 * MIB, chunk)
+                pf_r.append(r.size / MIB / r.seconds)
+                self.wait_postfix_idle()
+        c.quit()
+        pf.quit()
+        self.stop_msa(m)
+        self.finish_cprofile("case11", cprof)
+        self.rows.append(Row("11", "100 MiB msg, STARTTLS+AUTH, handoff = smtp", max(msa_r), "MiB/s",
+                             "Postfix smtpd, plaintext", max(pf_r), ">= 1x", ratio_min=1.0,
+                             note=f"best of 2 alternating runs (msa {', '.join(f'{x:.0f}' for x in msa_r)}; "
+                                  f"Postfix {', '.join(f'{x:.0f}' for x in pf_r)}); msa into the same Postfix's "
+                                  "smtpd, which writes its queue file and discards"))
+        self.rows.append(Row("11", "peak RSS growth, 100 MiB msg, handoff = smtp", growth, "MiB",
+                             target="<= 32 MiB", abs_max=32.0))
+
     # -- all ---------------------------------------------------------------------------------
     def run(self) -> None:
         self.setup()
@@ -924,6 +1057,12 @@ class Bench:
             self.case_inetd()
         if 8 in self.cases:
             self.case_dot_lines()
+        if 9 in self.cases:
+            self.case_smtp_small()
+        if 10 in self.cases:
+            self.case_smtp_sink()
+        if 11 in self.cases:
+            self.case_smtp_big()
 
 
 def header(args: argparse.Namespace) -> None:
@@ -964,14 +1103,14 @@ def main() -> int:
                          "holding the GIL; cprofile: every call in every thread")
     ap.add_argument("--command", default="", help="the command line to print (from the Makefile)")
     args = ap.parse_args()
-    if args.profile and not re.fullmatch(r"case[1-8](off)?", args.profile):
-        ap.error("--profile takes case1 ... case8 or case5off")
+    if args.profile and not re.fullmatch(r"case([1-9]|1[01])|case5off", args.profile):
+        ap.error("--profile takes case1 ... case11 or case5off")
     if args.cases:
         args.case_set = {int(x) for x in args.cases.split(",") if x.strip()}
     elif args.profile:
-        args.case_set = {int(args.profile[4])}
+        args.case_set = {int(re.match(r"case(\d+)", args.profile).group(1))}
     else:
-        args.case_set = set(range(1, 9))
+        args.case_set = set(range(1, 12))
     t0 = time.perf_counter()
     header(args)
     bench = Bench(args)

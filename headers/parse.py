@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from .limits import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_NAME_SCAN
 
@@ -43,11 +44,12 @@ class Field:
     #: The whole field: its first line and continuation lines, each with its
     #: CRLF. Only a field cut off by the end of the message lacks the last CRLF.
     raw: bytes
+    #: The name in lower case; field names are case-insensitive (RFC 5322
+    #: §1.2.2). Computed once: every check and the fix look at it.
+    lname: str = dataclass_field(init=False, repr=False, compare=False)
 
-    @property
-    def lname(self) -> str:
-        """The name in lower case; field names are case-insensitive (RFC 5322 §1.2.2)."""
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lname", self.name.lower())
 
     def value(self) -> bytes:
         """The unfolded value (RFC 5322 §2.2.3): everything after the colon,

@@ -70,7 +70,8 @@ class Authenticator:
         if not self.server.argon2_slots.acquire(timeout=SLOT_WAIT):
             return AuthResult(False, user.name if user else None, temporary=True)
         try:
-            result = sasl.verify(users, creds)
+            with self.server.affinity.wide():  # argon2's lanes may use every core
+                result = sasl.verify(users, creds)
         finally:
             self.server.argon2_slots.release()
         if result.ok and user is not None and creds.password is not None:

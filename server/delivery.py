@@ -9,6 +9,7 @@ caller removes the spool file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from typing import Any
 
 from smtp_states import Reply
 from smtp_states import replies as R
@@ -41,12 +43,13 @@ _PERMANENT: dict[int, tuple[int, str]] = {
 class SendmailHandoff:
     """`handoff = sendmail` (the default): one process per message."""
 
-    def __init__(self, sendmail: tuple[str, ...]) -> None:
+    def __init__(self, sendmail: tuple[str, ...], affinity: Any = None) -> None:
         self.sendmail = sendmail
+        self.affinity = affinity
 
     def deliver(self, out: Outbound, timeout: float) -> HandOff:
         env = out.envelope
-        return hand_off(argv_for(self.sendmail, env.sender, env.recipients), out.parts, timeout)
+        return hand_off(argv_for(self.sendmail, env.sender, env.recipients), out.parts, timeout, self.affinity)
 
     def close(self) -> None:
         pass
@@ -77,7 +80,7 @@ def _reply_for(status: int) -> tuple[Reply | None, str]:
     return R.HANDOFF_TEMPFAIL, "deferred"  # 75, 71, anything else (S-803)
 
 
-def hand_off(argv: list[str], parts: tuple[Part, ...], timeout: float) -> HandOff:
+def hand_off(argv: list[str], parts: tuple[Part, ...], timeout: float, affinity: Any = None) -> HandOff:
     """Run sendmail, feed it the message's parts, collect its exit status
     and the start of its standard error, all within `timeout`.
 
@@ -88,15 +91,16 @@ def hand_off(argv: list[str], parts: tuple[Part, ...], timeout: float) -> HandOf
     start = time.monotonic()
     deadline = start + timeout
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-            start_new_session=True,
-            env=ENV,
-        )
+        with affinity.wide() if affinity is not None else contextlib.nullcontext():  # the child may use every core
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                start_new_session=True,
+                env=ENV,
+            )
     except OSError as e:  # S-804
         return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"cannot run {argv[0]}: {e.strerror or e}")
     feeder = _Feeder(proc, parts)

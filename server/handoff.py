@@ -32,20 +32,21 @@ class FileRange:
     length: int | None = None
 
     def size(self) -> int:
-        end = os.fstat(self.fd).st_size
-        return max(0, (end if self.length is None else min(end, self.offset + self.length)) - self.offset)
+        if self.length is not None:
+            return self.length
+        return max(0, os.fstat(self.fd).st_size - self.offset)
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """The range in pieces of at most `size` octets, read with pread."""
+        """The range in pieces of at most `size` octets, read with pread
+        (its length known first, so the end costs no extra read)."""
         offset = self.offset
-        left = self.length
-        while left is None or left > 0:
-            data = os.pread(self.fd, size if left is None else min(size, left), offset)
+        left = self.size()
+        while left > 0:
+            data = os.pread(self.fd, min(size, left), offset)
             if not data:
                 return
             offset += len(data)
-            if left is not None:
-                left -= len(data)
+            left -= len(data)
             yield data
 
 
@@ -84,12 +85,13 @@ class Kind(Protocol):
     def close(self) -> None: ...
 
 
-def make(config: Any) -> Kind:
-    """The hand-off `config.handoff` names; imported lazily (inetd mode)."""
+def make(config: Any, affinity: Any = None) -> Kind:
+    """The hand-off `config.handoff` names; imported lazily (inetd mode).
+    `affinity` (server/affinity.py) lets sendmail run on every core."""
     if config.handoff is None:
         from .delivery import SendmailHandoff
 
-        return SendmailHandoff(config.sendmail)
+        return SendmailHandoff(config.sendmail, affinity)
     from .smtp_relay import SmtpHandoff
 
     return SmtpHandoff(config.handoff.host, config.handoff.port, config.hostname)

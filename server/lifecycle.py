@@ -195,6 +195,8 @@ def serve(cfg: Config) -> int:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death (S-307)
 
+    # Before any thread starts: they inherit it (server/affinity.py).
+    pinned = server.affinity.pin()
     threading.stack_size(THREAD_STACK)
     threads = []
     for lst in listeners:
@@ -204,7 +206,8 @@ def serve(cfg: Config) -> int:
         host, port = lst.server_address[:2]
         shown = f"[{host}]" if ":" in host else host
         maillog.info(f"listening on {shown}:{port} ({lst.entry.mode})")
-    maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users")
+    maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users"
+                 + (", session threads on one CPU" if pinned else ""))
     _notify("READY=1")
 
     stamp = _users_stamp(cfg.users)

@@ -64,20 +64,23 @@ class _Formatter(logging.Formatter):
         self._cache = (-1, "", "")  # (second, stamp, zone), replaced whole
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"msa[{self.pid}]: {record.getMessage()}"
+        return self.line(record.getMessage(), record.created)
+
+    def line(self, text: str, created: float) -> str:
+        line = f"msa[{self.pid}]: {text}"
         if len(line) > MAX_LINE or not line.isprintable():
             # Values are escaped where they are logged; this is the last
             # guard for text that reached a line some other way (S-901).
             line = esc(line, MAX_LINE - len(_CUT))
         if not self.stamp:
             return line
-        second = int(record.created)
+        second = int(created)
         cached = self._cache
         if cached[0] != second:  # strftime once a second, not per line
             t = time.localtime(second)
             z = time.strftime("%z", t)
             cached = self._cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", t), f"{z[:3]}:{z[3:]}")
-        return f"{cached[1]}.{int(record.msecs):03d}{cached[2]} {line}"
+        return f"{cached[1]}.{int((created - second) * 1000):03d}{cached[2]} {line}"
 
 
 class _LineHandler(logging.Handler):
@@ -94,7 +97,17 @@ class _LineHandler(logging.Handler):
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        self.write(self.format(record))
+
+    def text(self, text: str) -> None:
+        """A line without the logging module's record (the event functions'
+        path: a LogRecord costs more than the rest of the line)."""
+        formatter = self.formatter
+        assert isinstance(formatter, _Formatter)
+        self.write(formatter.line(text, time.time()))
+
+    def write(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "backslashreplace")
         try:
             while data:
                 data = data[os.write(self.fd, data) :]
@@ -128,20 +141,46 @@ def setup(kind: str = "stderr") -> None:
     else:
         handler = _LineHandler(sys.stderr.fileno())
         handler.setFormatter(_Formatter(stamp="JOURNAL_STREAM" not in os.environ))
+    global _direct
+    _direct = handler if isinstance(handler, _LineHandler) else None
     log.addHandler(handler)
+
+
+#: The stderr handler, written to directly by the event functions; None
+#: for syslog, which goes through the logging module.
+_direct: _LineHandler | None = None
+
+
+def _line(level: int, text: str) -> None:
+    if _direct is not None:
+        _direct.text(text)
+    elif log.isEnabledFor(level):
+        log.log(level, "%s", text)
+
+
+def _info(fmt: str, *args: object) -> None:
+    _line(logging.INFO, fmt % args)
+
+
+def _warning(fmt: str, *args: object) -> None:
+    _line(logging.WARNING, fmt % args)
+
+
+def _error(fmt: str, *args: object) -> None:
+    _line(logging.ERROR, fmt % args)
 
 
 # -- events -------------------------------------------------------------------------
 def info(text: str) -> None:
-    log.info("%s", text)
+    _info("%s", text)
 
 
 def warning(text: str) -> None:
-    log.warning("warning: %s", text)
+    _warning("warning: %s", text)
 
 
 def error(text: str) -> None:
-    log.error("error: %s", text)
+    _error("error: %s", text)
 
 
 def internal_error(sid: str, client: str, exc: BaseException) -> None:
@@ -150,32 +189,32 @@ def internal_error(sid: str, client: str, exc: BaseException) -> None:
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    log.error("%s: error: internal error with %s: %s: %s%s", sid, client, type(exc).__name__, esc(str(exc)), where)
+    _error("%s: error: internal error with %s: %s: %s%s", sid, client, type(exc).__name__, esc(str(exc)), where)
 
 
 def connect(sid: str, client: str) -> None:
-    log.info("%s: connect from %s", sid, client)
+    _info("%s: connect from %s", sid, client)
 
 
 def starttls(sid: str, client: str, discarded: int) -> None:
     if discarded:
-        log.warning("%s: warning: %s: discarded %d bytes pipelined after STARTTLS", sid, client, discarded)
+        _warning("%s: warning: %s: discarded %d bytes pipelined after STARTTLS", sid, client, discarded)
 
 
 def tls_established(sid: str, client: str, version: str, cipher: str) -> None:
-    log.info("%s: TLS connection established from %s: %s with cipher %s", sid, client, version, cipher)
+    _info("%s: TLS connection established from %s: %s with cipher %s", sid, client, version, cipher)
 
 
 def tls_failed(sid: str, client: str, reason: str) -> None:
-    log.info("%s: SSL_accept error from %s: %s", sid, client, esc(reason))
+    _info("%s: SSL_accept error from %s: %s", sid, client, esc(reason))
 
 
 def auth_ok(sid: str, client: str, method: str, user: str) -> None:
-    log.info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
+    _info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
 
 
 def auth_failed(client: str, method: str, user: str | None, reason: str) -> None:
-    log.warning(
+    _warning(
         "warning: %s: SASL %s authentication failed: %s, sasl_username=%s",
         client, method, reason, esc(user) if user else "(unknown)",
     )
@@ -183,18 +222,18 @@ def auth_failed(client: str, method: str, user: str | None, reason: str) -> None
 
 def client(qid: str, client: str, method: str | None, user: str | None) -> None:
     if user:
-        log.info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, client, method, esc(user))
+        _info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, client, method, esc(user))
     else:
-        log.info("%s: client=%s", qid, client)
+        _info("%s: client=%s", qid, client)
 
 
 def message_from(qid: str, sender: str, size: int, nrcpt: int) -> None:
-    log.info("%s: from=<%s>, size=%d, nrcpt=%d", qid, esc(sender), size, nrcpt)
+    _info("%s: from=<%s>, size=%d, nrcpt=%d", qid, esc(sender), size, nrcpt)
 
 
 def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str, relay: str = "sendmail") -> None:
     """``detail`` may quote the MTA (which may quote the client): escaped."""
-    log.info("%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)", qid, esc(rcpt), relay, delay, status,
+    _info("%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)", qid, esc(rcpt), relay, delay, status,
              esc(detail, 2 * MAX_VALUE))
 
 
@@ -212,16 +251,16 @@ def reject(sid: str, command: str, client: str, reply: str, sender: str | None, 
     tail = "; " + " ".join(extra) if extra else ""
     if hint is not None:
         tail += f"; hint: {esc(hint, 2 * MAX_VALUE)}"
-    log.info("%s: reject: %s from %s: %s%s", sid, command, client, esc(reply), tail)
+    _info("%s: reject: %s from %s: %s%s", sid, command, client, esc(reply), tail)
 
 
 def sendmail_stderr(qid: str, text: bytes) -> None:
     if text:
-        log.info("%s: sendmail said: %s", qid, esc(text[:512], 512))
+        _info("%s: sendmail said: %s", qid, esc(text[:512], 512))
 
 
 def disconnect(sid: str, client: str, counts: dict[str, int]) -> None:
     order = ["ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit", "unknown"]
     parts = [f"{k}={counts[k]}" for k in order if counts.get(k)]
     parts.append(f"commands={counts.get('commands', 0)}")
-    log.info("%s: disconnect from %s %s", sid, client, " ".join(parts))
+    _info("%s: disconnect from %s %s", sid, client, " ".join(parts))

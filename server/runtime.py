@@ -22,6 +22,7 @@ from sasl.throttle import client_key as ip_key
 from smtp_states import Settings
 
 from . import files, maillog, tls
+from .affinity import CpuAffinity
 from .config import Config
 
 
@@ -51,8 +52,33 @@ class Runtime:
         )
 
 
+class RandomPool:
+    """Random octets from the OS, fetched 4 KiB at a time (Server.random):
+    queue ids and Message-IDs need uniqueness, not secrecy, and one
+    getrandom(2) per id was two system calls of each small message. Each
+    octet is used once. Not for secrets: sasl draws those from os.urandom."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._buf = b""
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._pos + n > len(self._buf):
+                self._buf, self._pos = os.urandom(max(self._size, n)), 0
+            out = self._buf[self._pos : self._pos + n]
+            self._pos += n
+            return out
+
+    def new_id(self) -> str:
+        """10 random upper-case hex digits: session and queue ids."""
+        return self.take(5).hex().upper()
+
+
 def new_id() -> str:
-    """10 random upper-case hex digits: session and queue ids."""
+    """An id without a pool (tools and tests)."""
     return secrets.token_hex(5).upper()
 
 
@@ -115,6 +141,8 @@ class Server:
         self.tls_refusal_slots = threading.BoundedSemaphore(8)
         self.auth: Any = None  # server.auth.Authenticator, once built
         self._handoff: Any = None  # server.handoff.Kind, made on first use
+        self.affinity = CpuAffinity()  # pinned by serve (server/affinity.py)
+        self.random = RandomPool()  # ids and Message-IDs
 
     @property
     def handoff(self) -> Any:
@@ -125,7 +153,7 @@ class Server:
 
             with self._lock:
                 if self._handoff is None:
-                    self._handoff = handoff.make(self._runtime.config)
+                    self._handoff = handoff.make(self._runtime.config, self.affinity)
         return self._handoff
 
     def close_handoff(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import secrets
 import socket
 import ssl
 import time
@@ -33,7 +32,7 @@ from smtp_states import (
 from smtp_states import replies as R
 
 from . import maillog, tls
-from .runtime import Server, client_ip, new_id
+from .runtime import Server, client_ip
 from .spool import SpoolFile
 from .transport import Timeout, Woken
 
@@ -58,7 +57,7 @@ class Session:
         self.ip = client_ip(ip)
         self.port = port
         self.implicit_tls = implicit_tls
-        self.sid = new_id()
+        self.sid = server.random.new_id()
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
         self.spool: SpoolFile | None = None
@@ -168,7 +167,7 @@ class Session:
                 self._open_spool()
             elif isinstance(ev, MailFrom):
                 self.sender = ev.sender
-                self.qid = self.sid if self._messages == 0 else new_id()
+                self.qid = self.sid if self._messages == 0 else self.server.random.new_id()
                 self._messages += 1
                 if self.qid != self.sid or conn.user is None:  # else logged at AUTH
                     maillog.client(self.qid, self.client, self.method, conn.user)
@@ -229,7 +228,7 @@ class Session:
         self._drop_spool()
         self.header = headers.HeaderReader()
         try:
-            self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or new_id())
+            self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or self.server.random.new_id())
         except OSError as e:
             maillog.error(f"{self.qid}: cannot create spool file: {e.strerror}")
             self.spool = None
@@ -256,7 +255,8 @@ class Session:
             if refusal is not None:
                 return refusal
             maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
-            out = Outbound(qid, env, (header, FileRange(spool.fd, offset)), self._xforward(ctx))
+            body = FileRange(spool.fd, offset, spool.size - offset)
+            out = Outbound(qid, env, (header, body), self._xforward(ctx))
             result = self.server.handoff.deliver(out, cfg.sendmail_timeout)
             maillog.sendmail_stderr(qid, result.stderr)
             for note in result.notes:
@@ -292,7 +292,7 @@ class Session:
             recipients=env.recipients,
             received_client=cfg.received_client,
             now=datetime.datetime.now().astimezone(),
-            random=secrets.token_bytes(10),
+            random=self.server.random.take(10),
         )
 
     def _xforward(self, ctx: Any) -> tuple[tuple[str, str], ...]:

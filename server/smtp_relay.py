@@ -307,9 +307,8 @@ def _describe(ev: ClientEvent, relay: str) -> str:
 
 
 def _timed(result: HandOff, start: float) -> HandOff:
-    from dataclasses import replace
-
-    return replace(result, elapsed=time.monotonic() - start)
+    return HandOff(result.reply, result.status, result.detail, result.stderr, time.monotonic() - start,
+                   result.relay, result.notes, result.may_duplicate)
 
 
 def _outgoing(out: Outbound) -> Outgoing:

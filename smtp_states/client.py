@@ -33,6 +33,7 @@ from .replies import Reply
 _CODE = re.compile(rb"[2-5][0-9][0-9]")
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|\Z)")
 _XCHAR = frozenset(range(0x21, 0x7F)) - {ord("+"), ord("=")}
+_PLAIN_XTEXT = re.compile(r"[!-*,-<>-~]*\Z")
 
 
 class ClientState(Enum):
@@ -178,6 +179,8 @@ ClientEvent = Ready | SendBody | Delivered | Rejected | Unavailable | Lost | Not
 def xtext(value: str, limit: int | None = None) -> str:
     """RFC 3461 §4 xtext: "+" and "=", controls, space and non-ASCII as +HH
     (of the UTF-8 octets); at most `limit` characters, never cutting a +HH."""
+    if _PLAIN_XTEXT.match(value):  # the common case: nothing to encode
+        return value if limit is None else value[:limit]
     out = []
     n = 0
     for b in value.encode("utf-8", "surrogateescape"):

@@ -46,6 +46,8 @@ def main() -> int:
         json.dump(args, f)
     with open(os.path.join(directory, f"{n}.msg.tmp"), "wb") as f:
         f.write(data)
+    with open(os.path.join(directory, f"{n}.cpus"), "w") as f:  # the cores it may run on
+        f.write(",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
     os.rename(os.path.join(directory, f"{n}.argv.tmp"), os.path.join(directory, f"{n}.argv"))
     os.rename(os.path.join(directory, f"{n}.msg.tmp"), os.path.join(directory, f"{n}.msg"))
     return 0

@@ -307,3 +307,25 @@ def test_ipv6_listener(start_msa):  # CONTRACT listen, S-706
     [d] = m.outbox.messages()
     assert d.data.startswith(b"Received: from x.example ([IPv6:::1])\r\n")
     m.wait_log(r"connect from unknown\[::1\]:\d+")
+
+
+def test_session_threads_share_one_core_and_sendmail_gets_all(msa):  # server/affinity.py
+    # Python code runs one thread at a time: serve keeps its threads on one
+    # core (cross-core GIL hand-offs doubled the CPU per small message), but
+    # what it starts, sendmail here, may use every core.
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to pin")
+    w = Wire.connect(msa.ports["tls"], tls_ctx=msa.client_ctx)
+    w.reply()
+    w.expect("EHLO client.example", 250)
+    w.transaction("alice@example.org", "bob@example.net")
+    w.send(HDR + b"\r\naffinity\r\n.\r\n")
+    assert w.reply()[0] == 250
+    allowed = set()
+    for task in os.listdir(f"/proc/{msa.proc.pid}/task"):
+        with open(f"/proc/{msa.proc.pid}/task/{task}/status") as f:
+            allowed |= {line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list")}
+    assert allowed == {str(min(cores))}, allowed
+    assert (msa.outbox.path / "0.cpus").read_text() == ",".join(str(c) for c in sorted(cores))
+    msa.wait_log(r"ready: msa\.test, \d+ users, session threads on one CPU")

@@ -61,7 +61,8 @@ SENDMAIL = "/usr/sbin/sendmail"
 POSTQUEUE = "/usr/sbin/postqueue"
 DOMAIN = "example.test"
 #: The mailboxes; any other address at DOMAIN is an unknown user.
-USERS = ("bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan")
+USERS = ("bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan",
+         "judy", "ken", "liz", "mike")  # the last four: test_smtp_handoff.py
 
 MASTER_CF = """\
 # service type  private unpriv  chroot  wakeup  maxproc command
@@ -240,6 +241,17 @@ class Postfix:
         p = subprocess.run(["/usr/sbin/postcat", "-c", str(self.config_dir), "-q", queue_id],
                            capture_output=True, text=True, timeout=30)
         return p.stdout + p.stderr
+
+    def wait_message(self, user: str, needle: bytes, timeout: float = 15) -> bytes:
+        """The message for `user` that holds `needle`, once it arrived (the
+        instance is shared: the mailbox may hold earlier tests' messages)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for got in self.delivered(user):
+                if needle in got:
+                    return got
+            time.sleep(0.05)
+        raise AssertionError(f"no message with {needle!r} for {user}@{DOMAIN}:\n{self.log()}")
 
     def write_config(self, config_dir: Path, queue: Path | None = None) -> None:
         config_dir.mkdir(parents=True, exist_ok=True)
