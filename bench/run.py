@@ -988,6 +988,7 @@ class Bench:
             per_msg = (proc_cpu(m.proc.pid) - cpu0) / max(1, count_in_log(m, "status=sent") - before)
             self.stop_msa(m)
             self.finish_cprofile("case10", cprof)
+            reuse = self.handoff_alone(sink.port)
         finally:
             sink.stop()
         runs = "; ".join(f"{k} {'/'.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
@@ -996,6 +997,45 @@ class Bench:
                              note=f"smtp-sink discards; best of 3 alternating rounds ({runs}) {note}".strip()))
         self.rows.append(Row("10", "msa CPU per message, handoff = smtp, sink", 1000 * per_msg, "ms",
                              note="information: user+system CPU of msa's process per message"))
+        (kept, kept_cpu), (fresh, fresh_cpu) = reuse
+        self.rows.append(Row("10", "hand-off alone, kept connection (S-808)", kept, "msg/s",
+                             "a new connection per message", fresh, "", note=(
+                                 f"information: server/smtp_relay.py's deliver() in this process, one thread, "
+                                 f"4 KiB into smtp-sink; CPU per message {1000 * kept_cpu:.2f} ms kept, "
+                                 f"{1000 * fresh_cpu:.2f} ms new (connect, greeting, EHLO, QUIT)")))
+
+    def handoff_alone(self, port: int, n: int = 2000) -> tuple[tuple[float, float], tuple[float, float]]:
+        """msgs/s and CPU s per message of the SMTP hand-off by itself, with
+        its connection kept and with a new one per message (MAX_POOLED 0)."""
+        sys.path.insert(0, str(ROOT))
+        from server import smtp_relay
+        from server.handoff import FileRange, Outbound
+        from smtp_states import Envelope
+
+        path = self.tmp / "handoff-alone.msg"
+        path.write_bytes(self.msg4k)
+        fd = os.open(path, os.O_RDONLY)
+        env = Envelope("bench@example.org", ("sink@example.net",), None, None, False)
+        out = Outbound("BENCH00001", env, (b"Received: by msa.bench\r\n", FileRange(fd, 0, len(self.msg4k))))
+        results = []
+        saved = smtp_relay.MAX_POOLED
+        try:
+            for pooled in (saved, 0):
+                smtp_relay.MAX_POOLED = pooled
+                h = smtp_relay.SmtpHandoff("127.0.0.1", port, "msa.bench")
+                h.deliver(out, 30)
+                c0, t0 = self_cpu(), time.perf_counter()
+                for _ in range(n):
+                    r = h.deliver(out, 30)
+                    if r.reply is not None:
+                        raise RuntimeError(f"hand-off failed: {r.detail}")
+                secs = time.perf_counter() - t0
+                results.append((n / secs, (self_cpu() - c0) / n))
+                h.close()
+        finally:
+            smtp_relay.MAX_POOLED = saved
+            os.close(fd)
+        return results[0], results[1]
 
     def case_smtp_big(self) -> None:
         """11: 100 MiB over STARTTLS + AUTH with the SMTP hand-off, against
