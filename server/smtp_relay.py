@@ -52,6 +52,8 @@ MAX_POOLED = 8
 ONE_WRITE = 256 * 1024
 #: How long a RSET (after a refusal) or a QUIT may take.
 CLEANUP_WAIT = 5.0
+#: How long a QUIT may wait for its 221 (the client waits meanwhile).
+QUIT_WAIT = 1.0
 
 _RECV = 65536
 _DONE = (Delivered, Rejected, Unavailable, Lost, Closed)
@@ -109,7 +111,7 @@ class _Connection:
         if polite and self.client.reusable:
             self.client.quit()
             try:
-                deadline = time.monotonic() + CLEANUP_WAIT
+                deadline = time.monotonic() + QUIT_WAIT
                 self.flush(deadline)
                 self.pump(deadline, [])  # 221
             except OSError:

@@ -116,7 +116,7 @@ class FakeMta:
                     if self.stall == "DOT":
                         time.sleep(60)
                         return
-                    reply = self.replies.get("DOT", "250 2.0.0 Ok: queued as FAKE%d" % len(self.messages()))
+                    reply = self.replies.get("DOT", f"250 2.0.0 Ok: queued as FAKE{len(self.messages())}")
                     if reply.startswith("250"):
                         record.messages.append(bytes(data))
                     conn.sendall((reply + "\r\n").encode())

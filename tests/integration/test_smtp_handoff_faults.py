@@ -163,3 +163,30 @@ def test_check_warns_when_the_mta_is_not_local(certs, tmp_path, fake_mta):  # S-
                        timeout=60)
     assert "handoff: 192.0.2.1 is not a loopback address, and msa speaks plaintext SMTP to it" in p.stdout
     assert p.returncode == 1  # and it cannot be reached from here
+
+
+def test_inetd_session_hands_off_over_smtp_and_quits(tmp_path, certs, fake_mta):  # S-806, CONTRACT inetd
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import msatest
+
+    conf = msatest.write_config(tmp_path, certs, trusted_networks="127.0.0.1/32", handoff=fake_mta.handoff)
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, msatest.MSA, "inetd", "-c", str(conf), "--tls"], stdin=theirs,
+                            stdout=theirs, stderr=subprocess.PIPE, env={**os.environ, "TCPREMOTEIP": "127.0.0.1"})
+    theirs.close()
+    w = Wire(certs.client_context().wrap_socket(ours, server_hostname="localhost"))
+    w.reply()
+    w.expect("EHLO x.example", 250)
+    for n in range(2):
+        assert send(None, w=w, message=MSG + b"n=%d\r\n" % n)[0] == 250
+    w.expect("QUIT", 221)
+    assert proc.wait(10) == 0
+    assert len(fake_mta.connections) == 1 and len(fake_mta.messages()) == 2  # kept for the second
+    deadline = time.monotonic() + 5
+    while fake_mta.connections[0].commands[-1:] != ["QUIT"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_mta.connections[0].commands[-1] == "QUIT"  # closed politely at the end
