@@ -1054,6 +1054,7 @@ class Bench:
         loadgen.send_big(pf, 2 * MIB, chunk)
         msa_r: list[float] = []
         pf_r: list[float] = []
+        receive_s: list[float] = []  # msa's part: the message in, before the hand-off starts
         growth = 0.0
         with self.phase("case11", m):
             for _ in range(2):
@@ -1063,6 +1064,8 @@ class Bench:
                 r = loadgen.send_big(c, 100 * MIB, chunk)
                 growth = max(growth, (rss_kib(m.proc.pid, "VmHWM") - before) / 1024)
                 msa_r.append(r.size / MIB / r.seconds)
+                handoff_s = float(re.findall(r"relay=127[^,]*, delay=([\d.]+), status=sent", m.log())[-1])
+                receive_s.append(r.seconds - handoff_s)
                 self.wait_postfix_idle()
                 log("Postfix smtpd: 100 MiB plaintext")
                 r = loadgen.send_big(pf, 100 * MIB, chunk)
@@ -1077,6 +1080,16 @@ class Bench:
                              note=f"best of 2 alternating runs (msa {', '.join(f'{x:.0f}' for x in msa_r)}; "
                                   f"Postfix {', '.join(f'{x:.0f}' for x in pf_r)}); msa into the same Postfix's "
                                   "smtpd, which writes its queue file and discards"))
+        # msa answers only after the MTA's 250 (S-808) and hands on only a
+        # whole, checked message (S-602, S-806's SIZE): the hand-off follows
+        # the receipt, so no msa can beat receipt time + the MTA's own time.
+        bound = 100 / (min(receive_s) + 100 / max(pf_r))
+        self.rows.append(Row("11", "100 MiB msg, STARTTLS+AUTH, handoff = smtp", max(msa_r), "MiB/s",
+                             "bound: msa's receipt, then Postfix's time", bound, "", note=(
+                                 f"information: store and forward adds the two: msa received the message in "
+                                 f"{min(receive_s):.2f} s (its log's delay= is the hand-off), Postfix takes "
+                                 f"100 MiB in {100 / max(pf_r):.2f} s; 1.0x of Postfix alone would need msa "
+                                 "to pass bytes on before the message is complete and checked")))
         self.rows.append(Row("11", "peak RSS growth, 100 MiB msg, handoff = smtp", growth, "MiB",
                              target="<= 32 MiB", abs_max=32.0))
 

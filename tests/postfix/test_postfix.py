@@ -59,9 +59,10 @@ def lf(data: bytes) -> bytes:
 
 
 def submit(port: int, ctx, sender: str, rcpts: list[str], message: bytes, *, tls: bool = False,
-           auth: str | None = None, helo: str = "client.example") -> tuple[int, str]:
+           auth: str | None = None, helo: str = "client.example", source: str | None = None,
+           mail_params: str = "", rcpt_params: str = "") -> tuple[int, str]:
     """One transaction on the raw wire; the reply to the final dot."""
-    w = Wire.connect(port, tls_ctx=ctx if tls else None, timeout=30)
+    w = Wire.connect(port, tls_ctx=ctx if tls else None, timeout=30, source=source)
     try:
         assert w.reply()[0] == 220
         w.expect(f"EHLO {helo}", 250)
@@ -70,9 +71,9 @@ def submit(port: int, ctx, sender: str, rcpts: list[str], message: bytes, *, tls
             w.expect(f"EHLO {helo}", 250)
         if auth:
             w.expect("AUTH PLAIN " + msatest.b64("\0" + auth + "\0" + PASSWORD), 235)
-        w.expect(f"MAIL FROM:<{sender}> BODY=8BITMIME", 250)
+        w.expect(f"MAIL FROM:<{sender}> BODY=8BITMIME{mail_params}", 250)
         for r in rcpts:
-            w.expect(f"RCPT TO:<{r}>", 250)
+            w.expect(f"RCPT TO:<{r}>{rcpt_params}", 250)
         w.expect("DATA", 354)
         w.send(msatest.stuff(message) + b".\r\n")
         result = w.reply()

@@ -18,27 +18,16 @@ import pytest
 import msatest
 from msatest import HDR, Wire
 from test_postfix import BODY, header, lf, queue_id, split_fields
+from test_postfix import submit as postfix_submit
 
 PASSWORD = "correct horse battery"
 
 
 def submit(m, sender: str, rcpts: list[str], message: bytes, *, auth: str | None = None,
            source: str = "127.0.0.1", mail_params: str = "", rcpt_params: str = "") -> tuple[int, str]:
-    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60, source=source)
-    try:
-        assert w.reply()[0] == 220
-        w.expect("EHLO laptop.example", 250)
-        if auth:
-            w.expect("AUTH PLAIN " + msatest.b64("\0" + auth + "\0" + PASSWORD), 235)
-        w.expect(f"MAIL FROM:<{sender}> BODY=8BITMIME{mail_params}", 250)
-        for r in rcpts:
-            code, text = w.cmd(f"RCPT TO:<{r}>{rcpt_params}")
-            assert code == 250, text
-        w.expect("DATA", 354)
-        w.send(msatest.stuff(message) + b".\r\n")
-        return w.reply()
-    finally:
-        w.close()
+    """test_postfix's submit over implicit TLS, as a laptop."""
+    return postfix_submit(m.ports["tls"], m.client_ctx, sender, rcpts, message, tls=True, auth=auth,
+                          helo="laptop.example", source=source, mail_params=mail_params, rcpt_params=rcpt_params)
 
 
 def postfix_qid(text: str) -> str:
