@@ -65,7 +65,7 @@ fuzz: $(VENV)/.ready
 
 lint: $(VENV)/.ready
 	$(PY) -m pip install --quiet ruff
-	$(VENV)/bin/ruff check msa.py smtp_states sasl headers server tests
+	$(VENV)/bin/ruff check msa.py $(PACKAGES) tests
 
 # -- benchmark: msa against aiosmtpd, Postfix and the floors (bench/run.py, DESIGN.md) --------
 # make bench [PROFILE=caseN [PROFILER=cprofile]] [CASES=1,3]; about 2-4 minutes on 2 cores.
@@ -76,10 +76,12 @@ bench: $(VENV)/.ready
 # -- the single-file build (DESIGN.md "Build and deploy") -------------------------------------
 dist: msa.pyz
 
-msa.pyz: Makefile msa.py $(wildcard smtp_states/*.py sasl/*.py headers/*.py server/*.py)
+PACKAGES := smtp_states sasl headers signing server admin
+
+msa.pyz: Makefile msa.py $(foreach p,$(PACKAGES),$(wildcard $(p)/*.py))
 	rm -rf build && mkdir -p build
 	cp msa.py build/
-	for pkg in smtp_states sasl headers server; do \
+	for pkg in $(PACKAGES); do \
 	  mkdir -p build/$$pkg && cp $$pkg/*.py build/$$pkg/; done
 	find build -exec touch -h -d '2020-01-01 00:00:00' {} +
 	# Bytecode beside each source (unchecked-hash .pyc, which zipimport

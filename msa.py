@@ -43,6 +43,12 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
         from server import usercmd
 
         usercmd.build_parser(sp)
+    sp = sub.add_parser("dkim", help="DKIM keys: make one, print the DNS records")
+    conf(sp)
+    if with_user:
+        from admin import dkimcmd
+
+        dkimcmd.build_parser(sp)
     return p
 
 
@@ -80,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             path = cfg.users  # type: ignore[attr-defined]
         return usercmd.run(args, path)
+    if args.command == "dkim":
+        from admin import dkimcmd
+
+        cfg = _load_config(args.config)
+        if cfg is None:
+            return 1
+        return dkimcmd.run(args, cfg.dkim_keys)  # type: ignore[attr-defined]
     cfg = _load_config(args.config, inetd=args.command == "inetd")
     if cfg is None:
         return 1

@@ -162,6 +162,13 @@ class HeaderReader:
         elif self._stored_header() > self._max_bytes:
             self._overflow(f"header block larger than {self._max_bytes} octets")
 
+    @property
+    def body_offset(self) -> int | None:
+        """Where the body starts in the stream, once the block has ended
+        (a body fed elsewhere, such as a DKIM hash, starts there); None
+        before, or when the block was too large."""
+        return self._body_offset if self._done and self._too_large is None else None
+
     def finish(self) -> HeaderBlock | HeaderTooLarge:
         """The result, once the whole message was fed. Idempotent."""
         if self._result is None:

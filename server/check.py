@@ -23,6 +23,7 @@ def run(path: str, out: TextIO) -> int:
         return 1
     problems: list[str] = []
     warnings: list[str] = []
+    notes: list[str] = []  # what is in force, for the record (no effect on the exit status)
 
     try:
         import argon2  # noqa: F401
@@ -53,6 +54,9 @@ def run(path: str, out: TextIO) -> int:
     except sasl.UserDBError as e:
         problems.extend(e.problems)
 
+    if cfg.dkim_keys is not None:
+        _check_dkim(cfg, problems, warnings, notes)
+
     if cfg.handoff is not None:
         _check_smtp_handoff(cfg, problems, warnings)
     else:
@@ -79,6 +83,8 @@ def run(path: str, out: TextIO) -> int:
         except (KeyError, ValueError):  # ValueError: a NUL (config refuses it first)
             problems.append(f"{cfg.where('run_as')}: run_as: no such user {cfg.run_as!r}")
 
+    for n in notes:
+        print(n, file=out)
     for w in warnings:
         print(f"warning: {w}", file=out)
     for p in problems:
@@ -89,6 +95,33 @@ def run(path: str, out: TextIO) -> int:
 #: Room for what msa adds to a message (Received:, Date:, Message-ID:, and
 #: later signatures) when comparing the MTA's limit with msa's.
 _ADDED_HEADER = 64 * 1024
+
+
+def _check_dkim(cfg: config_mod.Config, problems: list[str], warnings: list[str], notes: list[str]) -> None:
+    """S-1103: every key file loads and can sign; which domains sign."""
+    from . import dkim_keys
+
+    assert cfg.dkim_keys is not None
+    where = f"{cfg.where('dkim_keys')}: dkim_keys"
+    if not os.path.isdir(cfg.dkim_keys):
+        problems.append(f"{where}: {cfg.dkim_keys} is not a directory (msa.py dkim keygen makes it)")
+        return
+    try:
+        keys, found = dkim_keys.load(cfg.dkim_keys)
+    except dkim_keys.CryptographyMissing as e:
+        problems.append(f"{where}: {str(e).split(': ', 1)[1]}")
+        return
+    problems.extend(found)
+    for key in keys.by_path:
+        _readable_by_all(key, warnings)
+        if cfg.run_as and os.getuid() == 0:
+            warnings.append(f"{key}: a reload after run_as needs it readable by {cfg.run_as}")
+    for domain in sorted(keys.by_domain):
+        shown = ", ".join(f"{k.selector} ({k.algorithm}{f', {k.bits} bits' if k.bits else ''})"
+                          for k in sorted(keys.by_domain[domain], key=lambda k: k.selector))
+        notes.append(f"{where}: {domain} signs with {shown}")
+    if not keys.by_domain and not found:
+        warnings.append(f"{where}: no keys in {cfg.dkim_keys}: nothing is signed (msa.py dkim keygen DOMAIN)")
 
 
 def _check_smtp_handoff(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:

@@ -70,6 +70,7 @@ class Config:
     auth_cache_ttl: float
     auth_failures: int
     handoff: SmtpRelay | None = None  # None: the sendmail command (the default)
+    dkim_keys: str | None = None  # the directory of DKIM keys (S-1103); None: no DKIM
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -115,6 +116,7 @@ _DEFAULTS: dict[str, str] = {
     "auth_failures": "3",
     "handoff": "sendmail",
     "handoff_timeout": "",  # sendmail_timeout's other name (CONTRACT.md)
+    "dkim_keys": "",
 }
 
 _SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
@@ -401,6 +403,7 @@ def parse(text: str, path: str) -> Config:
         auth_cache_ttl=number("auth_cache_ttl", 0, 86400),
         auth_failures=integer("auth_failures", 1, 100),
         handoff=handoff,
+        dkim_keys=rel(values["dkim_keys"]) if values["dkim_keys"] else None,
         lines=lines,
     )
     if problems:

@@ -34,7 +34,7 @@ def reload(server: Server) -> bool:
     load; otherwise log why and keep the old one (DESIGN.md)."""
     old = server.runtime
     try:
-        new = build_runtime(old.config)
+        new = build_runtime(old.config, old)
     except StartupError as e:
         for p in e.problems:
             maillog.error(f"reload failed, keeping the previous configuration: {p}")

@@ -31,6 +31,7 @@ class Runtime:
     config: Config
     ssl_context: ssl.SSLContext | None
     users: Any  # sasl.UserDB (empty when the file is missing)
+    dkim: Any = None  # server.dkim_keys.KeySet when dkim_keys is set
 
     def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
         c = self.config
@@ -228,7 +229,26 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
         raise StartupError([f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {why}"]) from None
 
 
-def build_runtime(cfg: Config) -> Runtime:
+def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = maillog.error) -> Any:
+    """The DKIM keys (S-1103), or None without dkim_keys. A key that cannot
+    sign is reported through `warn` and skipped (its previous version, on
+    reload, stays); only a missing `cryptography` stops the start."""
+    if cfg.dkim_keys is None:
+        return None
+    from . import dkim_keys
+
+    try:
+        keys, problems = dkim_keys.load(cfg.dkim_keys, previous)
+    except dkim_keys.CryptographyMissing as e:
+        raise StartupError([f"{cfg.where('dkim_keys')}: dkim_keys: {e}"]) from None
+    for p in problems:
+        warn(f"dkim: {p}")
+    return keys
+
+
+def build_runtime(cfg: Config, previous: Runtime | None = None) -> Runtime:
+    """Everything a reload may change; `previous` lends the DKIM keys that
+    fail to load now (CONTRACT.md: the last good set stays)."""
     problems: list[str] = []
     ctx = None
     try:
@@ -240,6 +260,11 @@ def build_runtime(cfg: Config) -> Runtime:
         users = load_users(cfg)
     except sasl.UserDBError as e:
         problems.extend(e.problems)
+    dkim = None
+    try:
+        dkim = load_dkim(cfg, previous.dkim if previous is not None else None)
+    except StartupError as e:
+        problems.extend(e.problems)
     if problems:
         raise StartupError(problems)
-    return Runtime(cfg, ctx, users)
+    return Runtime(cfg, ctx, users, dkim)

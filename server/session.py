@@ -62,6 +62,8 @@ class Session:
         self.conn: Connection | None = None
         self.spool: SpoolFile | None = None
         self.header: Any = None  # headers.HeaderReader, made at DATA
+        self.digest: Any = None  # pipeline.BodyDigest while DKIM keys exist, made at DATA
+        self._data_seen = 0  # octets of this message's DATA so far
         self.qid: str | None = None
         self.sender: str | None = None
         self.method: str | None = None
@@ -163,6 +165,8 @@ class Session:
                 if self.spool is not None:
                     self.spool.write(ev.data)
                 self.header.feed(ev.data)
+                if self.digest is not None:
+                    self._feed_digest(ev.data)
             elif isinstance(ev, DataStart):
                 self._open_spool()
             elif isinstance(ev, MailFrom):
@@ -227,6 +231,11 @@ class Session:
 
         self._drop_spool()
         self.header = headers.HeaderReader()
+        self._data_seen = 0
+        if self.server.runtime.dkim is not None and self.server.runtime.dkim.by_domain:
+            from .pipeline import BodyDigest
+
+            self.digest = BodyDigest(self.server.affinity)
         try:
             self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or self.server.random.new_id())
         except OSError as e:
@@ -237,9 +246,21 @@ class Session:
         if self.spool is not None:
             self.spool.remove()
             self.spool = None
+        if self.digest is not None:
+            self.digest.close()
+            self.digest = None
+
+    def _feed_digest(self, data: bytes) -> None:
+        """The body octets of this chunk to the DKIM body hash (S-1103)."""
+        start = self._data_seen
+        self._data_seen += len(data)
+        body = self.header.body_offset
+        if body is not None and self._data_seen > body:
+            self.digest.feed(data[max(0, body - start) :] if body > start else data)
 
     def _deliver(self, ev: DataEnd) -> R.Reply:
-        from .handoff import FileRange, Outbound  # lazily, as headers
+        from . import pipeline  # lazily, as headers
+        from .handoff import FileRange, Outbound
 
         spool = self.spool
         qid = self.qid or self.sid
@@ -256,7 +277,12 @@ class Session:
                 return refusal
             maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
             body = FileRange(spool.fd, offset, spool.size - offset)
-            out = Outbound(qid, env, (header, body), self._xforward(ctx))
+            signed = pipeline.run(self.server.runtime, header, body, self.digest)  # S-1101
+            for note in signed.notes:
+                maillog.info(f"{qid}: {note}")
+            if signed.refused is not None:
+                return signed.refused
+            out = Outbound(qid, env, (signed.header, *signed.body), self._xforward(ctx))
             result = self.server.handoff.deliver(out, cfg.sendmail_timeout)
             maillog.sendmail_stderr(qid, result.stderr)
             for note in result.notes:
