@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from signing import Key, key_from_private
@@ -132,3 +133,34 @@ def load(directory: str, previous: KeySet | None = None) -> tuple[KeySet, list[s
         by_domain.setdefault(key.domain, []).append(key)
     broken = {d: tuple(paths) for d, paths in failed.items() if d not in by_domain}
     return KeySet({d: tuple(k) for d, k in by_domain.items()}, by_path, broken), problems
+
+
+class LazyKeySet:
+    """A KeySet loaded at its first use: inetd mode starts one process per
+    connection, and most sessions send nothing, so none should pay for
+    `cryptography` and the key checks (about 40 ms per RSA key) before
+    the greeting. Problems go to `warn` when the keys are loaded."""
+
+    def __init__(self, directory: str, warn: Callable[[str], None]) -> None:
+        self._directory = directory
+        self._warn = warn
+        self._keys: KeySet | None = None
+
+    def _load(self) -> KeySet:
+        if self._keys is None:
+            keys, problems = load(self._directory)  # `cryptography` was checked for at start
+            for p in problems:
+                self._warn(f"dkim: {p}")
+            self._keys = keys
+        return self._keys
+
+    @property
+    def by_domain(self) -> dict[str, tuple[Key, ...]]:
+        return self._load().by_domain
+
+    @property
+    def broken(self) -> dict[str, tuple[str, ...]]:
+        return self._load().broken
+
+    def keys_for(self, domain: str) -> tuple[Key, ...]:
+        return self._load().keys_for(domain)

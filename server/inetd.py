@@ -51,7 +51,7 @@ def run(cfg: Config, implicit_tls: bool) -> int:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        runtime = build_runtime(cfg)
+        runtime = build_runtime(cfg, lazy=True)
         spool.prepare(cfg.spool, clean=False)
     except StartupError as e:
         for p in e.problems:

@@ -229,13 +229,21 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
         raise StartupError([f"{cfg.where('tls_cert')}: cannot load {cfg.tls_cert} / {cfg.tls_key}: {why}"]) from None
 
 
-def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = maillog.error) -> Any:
+def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = maillog.error,
+              lazy: bool = False) -> Any:
     """The DKIM keys (S-1103), or None without dkim_keys. A key that cannot
     sign is reported through `warn` and skipped (its previous version, on
-    reload, stays); only a missing `cryptography` stops the start."""
+    reload, stays); only a missing `cryptography` stops the start. `lazy`
+    (inetd mode): loaded when a message first needs them."""
     if cfg.dkim_keys is None:
         return None
     from . import dkim_keys
+
+    if lazy:
+        found, _ = dkim_keys.key_files(cfg.dkim_keys)
+        if found and (missing := dkim_keys.cryptography_problem()):
+            raise StartupError([f"{cfg.where('dkim_keys')}: dkim_keys: {cfg.dkim_keys}: {missing}"])
+        return dkim_keys.LazyKeySet(cfg.dkim_keys, warn)
 
     try:
         keys, problems = dkim_keys.load(cfg.dkim_keys, previous)
@@ -246,9 +254,10 @@ def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = m
     return keys
 
 
-def build_runtime(cfg: Config, previous: Runtime | None = None) -> Runtime:
+def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = False) -> Runtime:
     """Everything a reload may change; `previous` lends the DKIM keys that
-    fail to load now (CONTRACT.md: the last good set stays)."""
+    fail to load now (CONTRACT.md: the last good set stays); `lazy`: what
+    inetd mode need not load before the greeting is loaded when used."""
     problems: list[str] = []
     ctx = None
     try:
@@ -262,7 +271,7 @@ def build_runtime(cfg: Config, previous: Runtime | None = None) -> Runtime:
         problems.extend(e.problems)
     dkim = None
     try:
-        dkim = load_dkim(cfg, previous.dkim if previous is not None else None)
+        dkim = load_dkim(cfg, previous.dkim if previous is not None else None, lazy=lazy)
     except StartupError as e:
         problems.extend(e.problems)
     if problems:

@@ -297,3 +297,28 @@ def test_check_says_which_domains_sign_and_names_a_missing_cryptography(signer, 
     assert p.returncode == 1
     assert "dkim_keys: the cryptography package is missing (Debian: apt install python3-cryptography)" in p.stdout
 
+
+
+def test_inetd_session_signs_and_loads_keys_only_for_mail(signer, tmp_path, certs):  # S-1103, CONTRACT inetd
+    import socket
+
+    m, recs, conf = signer
+    conf_text = m.conf.read_text()
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, msatest.MSA, "inetd", "-c", str(m.conf)], stdin=theirs, stdout=theirs,
+                            stderr=subprocess.PIPE, env={**os.environ, "TCPREMOTEIP": "127.0.0.1"})
+    theirs.close()
+    w = Wire(ours)
+    w.reply()
+    w.expect("EHLO laptop.example", 250)
+    w.starttls(m.client_ctx)
+    w.expect("EHLO laptop.example", 250)
+    w.expect("AUTH PLAIN " + b64("\0alice\0" + PASSWORD), 235)
+    w.transaction("alice@example.org", "bob@example.net")
+    w.send(msatest.stuff(message("alice@example.org")) + b".\r\n")
+    assert w.reply()[0] == 250
+    w.expect("QUIT", 221)
+    assert proc.wait(20) == 0
+    [d] = m.outbox.messages()
+    assert verify_all(d.data, recs) == [True, True]
+    assert "dkim_keys" in conf_text

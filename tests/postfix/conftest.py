@@ -62,7 +62,7 @@ POSTQUEUE = "/usr/sbin/postqueue"
 DOMAIN = "example.test"
 #: The mailboxes; any other address at DOMAIN is an unknown user.
 USERS = ("bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan",
-         "judy", "ken", "liz", "mike")  # the last four: test_smtp_handoff.py
+         "judy", "ken", "liz", "mike", "nina")  # from judy on: test_smtp_handoff.py
 
 MASTER_CF = """\
 # service type  private unpriv  chroot  wakeup  maxproc command

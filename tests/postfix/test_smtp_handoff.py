@@ -170,3 +170,28 @@ def test_check_reports_what_the_mta_lacks(postfix, certs, tmp_path, fake_mta):  
     for lacking in ("XFORWARD", "DSN", "SMTPUTF8"):
         assert re.search(rf"warning: .*handoff: 127\.0\.0\.1:\d+ does not offer {lacking}", out), out
     assert not any(c.startswith(("MAIL", "RCPT", "DATA")) for conn in fake_mta.connections for c in conn.commands)
+
+
+def test_dkim_signed_message_through_postfix_verifies(postfix, start_msa, tmp_path):  # S-1103, S-1105
+    # Both hand-offs carry the signed message: here the SMTP one, into the
+    # real Postfix, whose own additions (Return-Path, Delivered-To, its
+    # Received:) are not signed; the Maildir copy verifies with dkimpy.
+    dkim = pytest.importorskip("dkim")
+    keys = tmp_path / "keys"
+    conf = msatest.write_config(tmp_path / "keyconf", None, dkim_keys=keys)
+    p = subprocess.run([sys.executable, msatest.MSA, "dkim", "keygen", "example.org", "--selector", "pf",
+                        "-c", str(conf)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    record = "".join(re.findall(r'"([^"]*)"', p.stdout))
+    m = start_msa(handoff=postfix.handoff, dkim_keys=keys)
+    message = header("nina@example.test", "dkim-through-postfix") + BODY
+    code, text = submit(m, "alice@example.org", ["nina@example.test"], message)
+    assert code == 250, text
+    got = postfix.wait_message("nina", b"dkim-through-postfix")
+    crlf = got.replace(b"\n", b"\r\n")
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return record.encode() if name.decode().rstrip(".") == "pf._domainkey.example.org" else b""
+
+    assert dkim.verify(crlf, dnsfunc=dnsfunc)
+    assert not dkim.verify(crlf.replace(b"Hello Bob", b"Hello Rob"), dnsfunc=dnsfunc)
