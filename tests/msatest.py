@@ -319,15 +319,36 @@ MESSAGE = (
 HDR = b"From: alice@example.org\r\nDate: Wed, 25 Nov 2026 18:48:03 +0100\r\nMessage-ID: <t.1@example.org>\r\n"
 
 
+#: Lines `msa.py user add` wrote, by its arguments: the same user in another
+#: test's database is that line again (an argon2 hash and a Python start
+#: cost about 0.3 s; the command itself is tested where it is the subject).
+_USER_LINES: dict[tuple, str] = {}
+
+
 def add_user(users_db: Path | str, name: str, password: str, senders: list[str] = (), cram: bool = False) -> None:
-    """Add a user with the real `msa.py user add` command."""
-    args = [sys.executable, MSA, "user", "--users", str(users_db), "add", name, "--password-stdin"]
-    for s in senders:
-        args += ["--sender", s]
-    if cram:
-        args.append("--cram-md5")
-    p = subprocess.run(args, input=password + "\n", capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    """Add a user with the real `msa.py user add` command (made once per
+    distinct user in a scratch file, then appended as that command wrote it)."""
+    key = (name, password, tuple(senders), cram)
+    if key not in _USER_LINES:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            db = Path(scratch) / "users.db"
+            args = [sys.executable, MSA, "user", "--users", str(db), "add", name, "--password-stdin"]
+            for s in senders:
+                args += ["--sender", s]
+            if cram:
+                args.append("--cram-md5")
+            p = subprocess.run(args, input=password + "\n", capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            _USER_LINES[key] = db.read_text()
+    path = Path(users_db)
+    old = path.read_text() if path.exists() else ""
+    assert f"\n{name.lower()}:" not in "\n" + old, f"user {name} already in {path}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(old + _USER_LINES[key])
+    tmp.chmod(0o600)
+    os.replace(tmp, path)  # whole, as the command writes it: a running msa may be watching
 
 
 def b64(data: bytes | str) -> str:

@@ -23,12 +23,41 @@ dkim = pytest.importorskip("dkim", reason="dkimpy is a test dependency (requirem
 PASSWORD = "alice dkim pw"
 
 
+#: Keys `msa.py dkim keygen` made, by its arguments: another test's key
+#: directory gets a copy (an RSA key and a Python start cost about 0.5 s).
+_KEYS: dict[tuple, tuple[bytes, str]] = {}
+
+
 def keygen(conf: Path, domain: str, *args: str) -> str:
-    """`msa.py dkim keygen`; the zone-file line it prints."""
-    p = subprocess.run([sys.executable, msatest.MSA, "dkim", "keygen", domain, *args, "-c", str(conf)],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip()
+    """`msa.py dkim keygen` (once per distinct key, then its file copied);
+    the zone-file line it prints."""
+    import configparser
+    import tempfile
+
+    cfg = configparser.ConfigParser()
+    cfg.read(conf)
+    keys = Path(conf).parent / cfg["msa"]["dkim_keys"]
+    selector = args[args.index("--selector") + 1]
+    if (domain, args) not in _KEYS:
+        with tempfile.TemporaryDirectory() as scratch:
+            scratch_conf = msatest.write_config(Path(scratch), None, dkim_keys=Path(scratch) / "keys")
+            p = subprocess.run([sys.executable, msatest.MSA, "dkim", "keygen", domain, *args, "-c",
+                                str(scratch_conf)], capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            [made] = (Path(scratch) / "keys").glob(f"*/{selector}.key")
+            _KEYS[(domain, args)] = (made.read_bytes(), p.stdout.strip())
+    pem, line = _KEYS[(domain, args)]
+    sub = keys / made_dir(domain)
+    sub.mkdir(parents=True, exist_ok=True)
+    (sub / f"{selector}.key").write_bytes(pem)
+    (sub / f"{selector}.key").chmod(0o600)
+    return line
+
+
+def made_dir(domain: str) -> str:
+    import idna
+
+    return domain if domain.isascii() else idna.encode(domain, uts46=True).decode()
 
 
 def records(conf: Path) -> dict[str, str]:

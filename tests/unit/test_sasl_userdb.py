@@ -25,7 +25,9 @@ from sasl.md5state import cram_md5_credential
 from sasl.userdb import name_problem
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-HASH = FAST.hash("pw")
+# A fixed salt: the hash is part of some test ids, which must be the same
+# in every process that collects them (pytest-xdist workers).
+HASH = FAST.hash("pw", salt=b"fixed salt for tests")
 DEFAULT_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$" + "A" * 43
 CRAM = cram_md5_credential(b"pw")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
