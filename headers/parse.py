@@ -160,7 +160,12 @@ class HeaderReader:
             # Forget the body octets of this chunk (S-708).
             del buf[self._header_end :]
         elif self._stored_header() > self._max_bytes:
-            self._overflow(f"header block larger than {self._max_bytes} octets")
+            # The same line may pass both limits: the field is counted first,
+            # however the line was cut into chunks.
+            if self._tail_is_header and buf[self._line] not in _WSP and self._nfields >= self._max_fields:
+                self._overflow(f"more than {self._max_fields} header fields")
+            else:
+                self._overflow(f"header block larger than {self._max_bytes} octets")
 
     @property
     def body_offset(self) -> int | None:
@@ -191,6 +196,11 @@ class HeaderReader:
             self._open_field(start)
         else:
             self._end_block(start, start, separator=False)
+        if not self._done and self._too_large is None and end > self._max_bytes:
+            # Checked line by line, so that the limit passed first in the
+            # stream is the one reported, whatever the chunks.
+            self._overflow(f"header block larger than {self._max_bytes} octets")
+            return
         if not self._done:
             self._line = self._search = end
             self._tail_is_header = False
