@@ -224,8 +224,14 @@ def serve(cfg: Config) -> int:
     _notify("STOPPING=1")
     maillog.info("stopping: no new connections; letting sessions finish")
     server.stop()
+    # Each listener's loop notices the request within its poll interval:
+    # asked all at once, they stop together, not one interval after another.
+    stoppers = [threading.Thread(target=lst.shutdown, daemon=True) for lst in listeners]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
     for lst in listeners:
-        lst.shutdown()
         lst.server_close()
     deadline = time.monotonic() + cfg.sendmail_timeout + DRAIN_GRACE
     while time.monotonic() < deadline:
