@@ -1,0 +1,348 @@
+"""PGP/MIME signing frames (RFC 3156 on RFC 1847, protected headers per
+RFC 9788), built around a body that is never held (SPEC.md S-1104).
+
+This module owns the decisions and the bytes: whether a message is wrapped
+(`plan`: left alone when already signed or encrypted, skipped when 8-bit
+multipart, re-encoded as quoted-printable when a single text part is 8-bit
+or has lines a transport may change), the signed part's header (its
+Content-* fields, `protected-headers="v1"; hp="clear"`, copies of the
+header fields a reader sees), the frame's prefix and suffix, the outer
+header, and a streaming quoted-printable encoder. The shell streams the
+body through `BodyScan` and `QuotedPrintable`, runs the SOP command over
+exactly the signed part's bytes, and hands on prefix, body and suffix.
+No I/O here; no third-party import.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: RFC 9788 §4.1 (and what Thunderbird copies): the header fields a reader
+#: sees, copied into the signed part so that the signature covers them.
+PROTECTED = ("from", "to", "cc", "reply-to", "subject", "date", "message-id", "in-reply-to", "references")
+#: Top-level types that already carry a signature or encryption: left alone.
+ALREADY = frozenset({
+    "multipart/signed", "multipart/encrypted", "application/pkcs7-mime", "application/x-pkcs7-mime",
+    "application/pgp-encrypted",
+})  # fmt: skip
+#: The first part of a body is looked at this far for an inline-PGP armor
+#: line ("-----BEGIN PGP"), which means the client signed or encrypted it.
+ARMOR_SCAN = 1024 * 1024
+#: Carried between chunks by the scans: longer than every pattern looked for.
+_CARRY = 16
+#: The quoted-printable encoder encodes a line without LF in pieces past this.
+QP_LINE_PIECE = 64 * 1024
+PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
+
+_TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
+_PARAM = re.compile(r"\s*;\s*(" + _TOKEN + r")\s*=\s*(" + _TOKEN + r'|"(?:[^"\\\r\n]|\\.)*")', re.S)
+_TYPE = re.compile(r"\s*(" + _TOKEN + r")\s*/\s*(" + _TOKEN + r")", re.S)
+_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+
+
+def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
+    """RFC 2045 §5.1: `type/subtype` (lower case) and the parameters
+    (names lower case, values unquoted), or None when it does not parse."""
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    text = _COMMENT.sub(" ", text.replace("\r\n", ""))
+    m = _TYPE.match(text)
+    if not m:
+        return None
+    params: dict[str, str] = {}
+    pos = m.end()
+    while pos < len(text.rstrip(" \t;")):
+        p = _PARAM.match(text, pos)
+        if not p:
+            return None
+        v = p.group(2)
+        if v.startswith('"'):
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        params[p.group(1).lower()] = v
+        pos = p.end()
+    return f"{m.group(1).lower()}/{m.group(2).lower()}", params
+
+
+def _value(raw: bytes) -> bytes:
+    return raw.partition(b":")[2].strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with a message: `action` "sign", "leave" or "skip"
+    (`why` says why for the log); for "sign", whether a single text part is
+    re-encoded as quoted-printable once scanned (`text_single`)."""
+
+    action: str
+    why: str = ""
+    mtype: str = "text/plain"
+    multipart: bool = False
+    text_single: bool = False
+    boundary: bytes = b""  # the body's own multipart boundary, for the armor scan
+    cte: str = "7bit"
+
+
+def plan(fields: Sequence[tuple[str, bytes]]) -> Plan:
+    """S-1104's decision from the header alone; the body scan decides the rest."""
+    ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
+    cte_raw = next((raw for name, raw in fields if name.lower() == "content-transfer-encoding"), None)
+    cte = _value(cte_raw).decode("ascii", "replace").lower() if cte_raw is not None else "7bit"
+    if ct_raw is None:
+        return Plan("sign", mtype="text/plain", text_single=True, cte=cte)
+    parsed = content_type(_value(ct_raw))
+    if parsed is None:
+        return Plan("skip", "unparsable Content-Type")
+    mtype, params = parsed
+    if mtype in ALREADY:
+        return Plan("leave", "already protected")
+    if mtype.startswith("multipart/"):
+        boundary = params.get("boundary", "")
+        if not boundary:
+            return Plan("skip", "multipart without a boundary")
+        return Plan("sign", mtype=mtype, multipart=True, boundary=boundary.encode("ascii", "replace"), cte=cte)
+    return Plan("sign", mtype=mtype, text_single=mtype.startswith("text/"), cte=cte)
+
+
+class BodyScan:
+    """What the 7-bit rule and the pass-through rule need to know of a body
+    (S-1104), fed chunk by chunk with C-speed finds: 8-bit octets; for a
+    single part (`lines`), a line with trailing white space and a line
+    starting with "From "; an armor line ("-----BEGIN PGP") in the first
+    text part. For that last one the body's first ARMOR_SCAN octets are
+    kept (bounded) and read at `finish`. The line patterns are looked for
+    only in a chunk that has a space or a tab at all (one memchr): a
+    base64 body, the usual big one, costs a pass of `isascii` and two of
+    memchr."""
+
+    __slots__ = ("eight_bit", "trailing_ws", "from_line", "armor", "_tail", "_head", "_boundary", "_lines")
+
+    def __init__(self, boundary: bytes = b"", lines: bool = True) -> None:
+        self.eight_bit = self.trailing_ws = self.from_line = self.armor = False
+        self._tail = b"\r\n"  # the body starts at a line start
+        self._head = bytearray(b"\r\n")
+        self._boundary = boundary
+        self._lines = lines
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if not self.eight_bit and not chunk.isascii():
+            self.eight_bit = True
+        if self._lines and not (self.trailing_ws and self.from_line):
+            self._line_rules(self._tail + chunk[:_CARRY])  # patterns across the edge
+            self._line_rules(chunk)
+            self._tail = chunk[-_CARRY:] if len(chunk) >= _CARRY else (self._tail + chunk)[-_CARRY:]
+        room = ARMOR_SCAN - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+
+    def _line_rules(self, data: bytes) -> None:
+        space = data.find(b" ") != -1
+        if not self.trailing_ws and (space or data.find(b"\t") != -1):
+            self.trailing_ws = data.find(b" \r\n") != -1 or data.find(b"\t\r\n") != -1
+        if not self.from_line and space:
+            self.from_line = data.find(b"\nFrom ") != -1
+
+    def finish(self) -> None:
+        """Look for the armor line in the first text part of what was kept."""
+        head = bytes(self._head)
+        self._head = bytearray()
+        if not self._boundary:
+            self.armor = head.find(b"\n-----BEGIN PGP") != -1
+            return
+        delimiter = b"\n--" + self._boundary
+        start = head.find(delimiter)
+        if start == -1:
+            return
+        head_end = head.find(b"\r\n\r\n", start)
+        if head_end == -1:
+            return
+        part_header = head[start:head_end].lower()
+        m = re.search(rb"\ncontent-type:\s*([a-z0-9!#$&^_.+-]+)/", part_header)
+        if m is not None and m.group(1) != b"text":
+            return  # the first part is not text
+        end = head.find(delimiter, head_end)
+        region = head[head_end : end if end != -1 else len(head)]
+        self.armor = region.find(b"\n-----BEGIN PGP") != -1
+
+    def needs_qp(self, cte: str) -> bool:
+        """RFC 3156 §3 for a single text part: 8-bit, or lines a transport
+        may change (trailing white space, "From " at a line start)."""
+        return self.eight_bit or self.trailing_ws or self.from_line or cte in ("8bit", "binary")
+
+
+class QuotedPrintable:
+    """RFC 2045 §6.7 quoted-printable of a CRLF text body, chunk by chunk:
+    whole lines at a time through binascii (C speed), trailing white space
+    encoded, lines of at most 76 characters, a line without LF in pieces
+    with soft breaks. "From " is written "=46rom " wherever it occurs, so
+    that no line, not even one that a soft break starts, begins with it
+    (RFC 3156 §3). The input is a stored body: CRLF line ends, no bare CR, no NUL (S-302,
+    S-305, S-306)."""
+
+    __slots__ = ("_carry",)
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk if self._carry else chunk
+        end = data.rfind(b"\n") + 1
+        out = _qp(data[:end]) if end else b""
+        rest = data[end:]
+        if len(rest) > QP_LINE_PIECE:
+            keep = 1 if rest.endswith(b"\r") else 0  # half a CRLF: it stays with its LF
+            out += self._piece(rest[: len(rest) - keep])
+            rest = rest[len(rest) - keep :]
+        self._carry = rest
+        return out
+
+    def finish(self) -> bytes:
+        rest, self._carry = self._carry, b""
+        return self._piece(rest) if rest else b""
+
+    @staticmethod
+    def _piece(piece: bytes) -> bytes:
+        """Part of a line: a soft break follows. Without a CRLF in its
+        input binascii breaks lines with LF alone, and the piece has no LF
+        of its own, so each LF out is such a soft break."""
+        out = _qp(piece).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        start = out.rfind(b"\n") + 1
+        if len(out) - start > 75:  # the soft break would make it 77: break it once more, not inside an =XX
+            cut = start + 75
+            cut -= 1 if out[cut - 1 : cut] == b"=" else 2 if out[cut - 2 : cut - 1] == b"=" else 0
+            out = out[:cut] + b"=\r\n" + out[cut:]
+        return out + b"=\r\n"
+
+
+#: What _qp marks before binascii encodes, and what the mark's =XX becomes.
+#: "From " anywhere, so that no line (not even one a soft break starts)
+#: begins with it (RFC 3156 §3); white space before a line end, because
+#: binascii encodes that one after its line-length check and so makes
+#: lines of 77 characters.
+_MARKS = ((b"From ", b"rom ", b"=46"), (b" \r\n", b"\r\n", b"=20"), (b"\t\r\n", b"\r\n", b"=09"))
+#: Octets a mark may be: controls that binascii encodes as =XX. A stored
+#: body holds no NUL (S-306), so NUL is almost always the first one free.
+_SENTINELS = bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27])
+
+
+def _qp(block: bytes) -> bytes:
+    """binascii's quoted-printable of whole lines (or a piece of one),
+    with the _MARKS turned into encoded octets first: each is counted in
+    the line length as the three characters it becomes."""
+    found = [mark for mark in _MARKS if block.find(mark[0]) != -1]
+    if not found:
+        return binascii.b2a_qp(block, quotetabs=False, istext=True, header=False)
+    free = [c for c in _SENTINELS if block.find(bytes([c])) == -1][: len(found)]
+    if len(free) < len(found):  # a block holding nearly every control: by lines, in Python
+        return b"".join(_qp_line(line) for line in block.splitlines(keepends=True))
+    marked = block
+    for (pattern, rest, _), c in zip(found, free, strict=True):
+        marked = marked.replace(pattern, bytes([c]) + rest)
+    out = binascii.b2a_qp(marked, quotetabs=False, istext=True, header=False)
+    for (_, _, encoded), c in zip(found, free, strict=True):
+        out = out.replace(b"=%02X" % c, encoded)
+    return out
+
+
+def _qp_line(line: bytes) -> bytes:
+    """One line (the rare path of _qp): encoded whole, then broken into
+    pieces of at most 76 characters (never inside an =XX), each piece that
+    starts with "From " starting with =46 instead."""
+    body, end = (line[:-2], b"\r\n") if line.endswith(b"\r\n") else (line, b"")
+    # Without a line end binascii encodes trailing white space; its own soft
+    # breaks ("=\n") are removed, for the breaks made here.
+    out = binascii.b2a_qp(body, quotetabs=False, istext=True, header=False).replace(b"=\n", b"")
+    pieces = []
+    while True:
+        if out.startswith(b"From "):
+            out = b"=46" + out[1:]
+        if len(out) <= 76:
+            break
+        cut = 75
+        cut -= 1 if out[cut - 1 : cut] == b"=" else 2 if out[cut - 2 : cut - 1] == b"=" else 0
+        pieces.append(out[:cut] + b"=\r\n")
+        out = out[cut:]
+    return b"".join(pieces) + out + end
+
+
+def _fold_param_line(name: str, value: str) -> bytes:
+    """`Name: value` with `; ` parameters, folded before a parameter when a
+    line would pass 78 characters."""
+    head, *params = [p.strip() for p in value.split(";")]
+    lines = [f"{name}: {head};"] if params else [f"{name}: {head}"]
+    for i, p in enumerate(params):
+        piece = p + (";" if i < len(params) - 1 else "")
+        if len(lines[-1]) + 1 + len(piece) > 78:
+            lines.append("\t" + piece)
+        else:
+            lines[-1] += " " + piece
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+def part_header(fields: Sequence[tuple[str, bytes]], plan: Plan, qp: bool, eight_bit: bool) -> bytes:
+    """The signed part's header (S-1104): its Content-Type with
+    `protected-headers="v1"; hp="clear"` (RFC 9788 §4.1), its other
+    Content-* fields, the transfer encoding as it will be, and copies of
+    the PROTECTED fields, CRLF throughout; the empty line not included."""
+    ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
+    if ct_raw is not None:
+        value = " ".join(_value(ct_raw).decode("utf-8", "surrogateescape").split())
+    else:
+        # RFC 2045 §5.2's default, or RFC 1428's label for 8-bit text of no declared charset.
+        value = "text/plain; charset=" + ("unknown-8bit" if eight_bit else "us-ascii")
+    out = [_fold_param_line("Content-Type", value.rstrip(";") + '; protected-headers="v1"; hp="clear"')]
+    for name, raw in fields:
+        lname = name.lower()
+        if lname.startswith("content-") and lname not in ("content-type", "content-transfer-encoding"):
+            out.append(raw)
+    if qp:
+        out.append(b"Content-Transfer-Encoding: quoted-printable\r\n")
+    else:
+        out += [raw for name, raw in fields if name.lower() == "content-transfer-encoding"]
+    for name, raw in fields:
+        if name.lower() in PROTECTED:
+            out.append(raw)
+    return b"".join(out)
+
+
+def prefix(boundary: bytes, part_head: bytes) -> bytes:
+    """From the end of the outer header to the start of the body: the
+    preamble, the first delimiter, the signed part's header, its empty line."""
+    return b"\r\n" + PREAMBLE + b"--" + boundary + b"\r\n" + part_head + b"\r\n"
+
+
+def signed_part(part_head: bytes, body_ends_crlf: bool) -> tuple[bytes, int]:
+    """RFC 1847 §2.1: the signed octets are the part's header, its empty
+    line and the body without the CRLF that belongs to the next delimiter:
+    what to put before the body, and how many octets to leave off its end."""
+    return part_head + b"\r\n", 2 if body_ends_crlf else 0
+
+
+def suffix(boundary: bytes, signature: bytes, body_ends_crlf: bool) -> bytes:
+    """From the end of the body: the delimiter (its CRLF the body's own last
+    one), the signature part, the close delimiter."""
+    sig = signature.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not sig.endswith(b"\r\n"):
+        sig += b"\r\n"
+    return ((b"" if body_ends_crlf else b"\r\n") + b"--" + boundary + b"\r\n"
+            + b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
+            + b"Content-Description: OpenPGP digital signature\r\n"
+            + b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'
+            + sig + b"\r\n--" + boundary + b"--\r\n")
+
+
+def outer_header(fields: Sequence[tuple[str, bytes]], boundary: bytes, micalg: str) -> bytes:
+    """The message's header once wrapped: every field but Content-* and
+    MIME-Version, as they were, then MIME-Version and the multipart/signed
+    Content-Type (RFC 3156 §5), then the empty line."""
+    kept = [raw for name, raw in fields
+            if not name.lower().startswith("content-") and name.lower() != "mime-version"]
+    ct = (f'multipart/signed; micalg="{micalg}"; protocol="application/pgp-signature"; '
+          f'boundary="{boundary.decode("ascii")}"')
+    return b"".join(kept) + b"MIME-Version: 1.0\r\n" + _fold_param_line("Content-Type", ct) + b"\r\n"

@@ -1,0 +1,139 @@
+"""signing/pgpmime.py: S-1104's decisions and bytes, without the SOP
+command (tests/integration/test_pgp.py signs for real)."""
+
+from __future__ import annotations
+
+import pytest
+
+from signing import pgpmime as G
+
+
+def fields(*lines: bytes) -> list[tuple[str, bytes]]:
+    return [(line.split(b":", 1)[0].decode(), line + b"\r\n") for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        (b"text/plain", ("text/plain", {})),
+        (b'Multipart/Mixed;\r\n boundary="a b"; Charset=x', ("multipart/mixed", {"boundary": "a b", "charset": "x"})),
+        (b'text/plain (a comment); charset="utf\\-8";', ("text/plain", {"charset": "utf-8"})),
+        (b"text", None),
+        (b"text/plain; charset", None),
+        ("text/plain; name=é".encode(), None),
+    ],
+)
+def test_content_type(value, parsed):  # RFC 2045 §5.1
+    assert G.content_type(value) == parsed
+
+
+@pytest.mark.parametrize(
+    ("header", "action", "why"),
+    [
+        ((), "sign", ""),
+        ((b"Content-Type: text/html; charset=utf-8",), "sign", ""),
+        ((b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary=x',), "leave",
+         "already protected"),
+        ((b'Content-Type: multipart/encrypted; boundary=x',), "leave", "already protected"),
+        ((b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data",), "leave", "already protected"),
+        ((b"Content-Type: multipart/mixed",), "skip", "multipart without a boundary"),
+        ((b"Content-Type: garbage",), "skip", "unparsable Content-Type"),
+    ],
+)
+def test_plan(header, action, why):  # S-1104
+    p = G.plan(fields(*header))
+    assert (p.action, p.why) == (action, why)
+
+
+def test_plan_of_a_multipart_keeps_its_boundary_for_the_armor_scan():
+    p = G.plan(fields(b'Content-Type: multipart/alternative; boundary="=_b"', b"Content-Transfer-Encoding: 7BIT"))
+    assert p.multipart and p.boundary == b"=_b" and p.cte == "7bit" and not p.text_single
+
+
+@pytest.mark.parametrize(
+    ("body", "eight_bit", "trailing_ws", "from_line"),
+    [
+        (b"plain\r\n", False, False, False),
+        (b"caf\xc3\xa9\r\n", True, False, False),
+        (b"space \r\n", False, True, False),
+        (b"tab\t\r\n", False, True, False),
+        (b"From here\r\n", False, False, True),
+        (b"x\r\nFrom here\r\n", False, False, True),
+        (b"x\r\n>From here\r\n", False, False, False),
+    ],
+)
+def test_body_scan(body, eight_bit, trailing_ws, from_line):  # RFC 3156 §3
+    s = G.BodyScan()
+    for i in range(len(body)):  # one octet at a time: the carry must hold patterns across chunks
+        s.feed(body[i : i + 1])
+    s.finish()
+    assert (s.eight_bit, s.trailing_ws, s.from_line) == (eight_bit, trailing_ws, from_line)
+
+
+@pytest.mark.parametrize(
+    ("boundary", "body", "armor"),
+    [
+        (b"", b"-----BEGIN PGP MESSAGE-----\r\n", True),
+        (b"", b"quoted:\r\n> -----BEGIN PGP MESSAGE-----\r\n", False),
+        (b"b", b"--b\r\nContent-Type: text/plain\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n--b--\r\n", True),
+        (b"b", b"--b\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n--b--\r\n", True),  # default text/plain
+        (b"b", b"--b\r\nContent-Type: application/pgp-keys\r\n\r\n-----BEGIN PGP PUBLIC KEY BLOCK-----\r\n--b--\r\n",
+         False),
+        (b"b", b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+         b"-----BEGIN PGP MESSAGE-----\r\n--b--\r\n", False),  # only the first text part counts
+    ],
+)
+def test_armor_scan(boundary, body, armor):  # S-1104: inline PGP is left alone
+    s = G.BodyScan(boundary)
+    s.feed(body)
+    s.finish()
+    assert s.armor is armor
+
+
+def test_quoted_printable_of_what_a_transport_may_change():  # RFC 3156 §3, RFC 2045 §6.7
+    enc = G.QuotedPrintable()
+    out = enc.feed(b"From me\r\ntrail \r\nx=y\r\ncaf\xc3\xa9\r\n") + enc.finish()
+    assert out == b"=46rom me\r\ntrail=20\r\nx=3Dy\r\ncaf=C3=A9\r\n"
+
+
+def test_a_line_longer_than_a_piece_gets_soft_breaks():
+    enc = G.QuotedPrintable()
+    long_line = b"a" * (G.QP_LINE_PIECE + 10)
+    out = enc.feed(long_line) + enc.feed(b"\r\n") + enc.finish()
+    assert all(len(line) <= 76 for line in out.split(b"\r\n"))
+    assert out.replace(b"=\r\n", b"") == long_line + b"\r\n"
+
+
+def test_part_header_copies_protected_fields_and_says_so():  # S-1104, RFC 9788 §4.1
+    f = fields(b"From: a@example.org", b"To: b@example.net", b"Subject: hi", b"X-Mailer: m", b"Received: x",
+               b"Content-Type: text/plain; charset=utf-8", b"Content-Transfer-Encoding: 8bit",
+               b"Content-Language: de", b"MIME-Version: 1.0")
+    head = G.part_header(f, G.plan(f), qp=True, eight_bit=True)
+    assert head == (b'Content-Type: text/plain; charset=utf-8; protected-headers="v1"; hp="clear"\r\n'
+                    b"Content-Language: de\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+                    b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n")
+
+
+def test_part_header_without_content_type_names_the_default():  # RFC 2045 §5.2
+    assert G.part_header([], G.plan([]), qp=False, eight_bit=False).startswith(
+        b'Content-Type: text/plain; charset=us-ascii; protected-headers="v1"; hp="clear"\r\n')
+
+
+def test_frame_around_a_body():  # RFC 1847 §2.1, RFC 3156 §5
+    f = fields(b"From: a@example.org", b"MIME-Version: 1.0", b"Content-Type: text/plain")
+    outer = G.outer_header(f, b"BND", "pgp-sha512")
+    assert outer == (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+                     b'Content-Type: multipart/signed; micalg="pgp-sha512";\r\n'
+                     b'\tprotocol="application/pgp-signature"; boundary="BND"\r\n\r\n')
+    head = G.part_header(f, G.plan(f), False, False)
+    before, cut = G.signed_part(head, body_ends_crlf=True)
+    assert before == head + b"\r\n" and cut == 2
+    body = b"line\r\n"
+    whole = G.prefix(b"BND", head) + body + G.suffix(b"BND", b"SIG\n", True)
+    start = whole.index(b"--BND\r\n") + 7
+    end = whole.index(b"\r\n--BND\r\n", start)
+    assert whole[start:end] == before + body[:-cut]
+    assert whole.endswith(b"\r\n\r\nSIG\r\n\r\n--BND--\r\n")
+    # A body without a final CRLF: the delimiter brings its own, nothing is cut.
+    assert G.signed_part(head, False)[1] == 0
+    assert G.suffix(b"BND", b"S", False).startswith(b"\r\n--BND\r\n")
