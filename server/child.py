@@ -7,6 +7,11 @@ output and standard error are read as they come, each kept up to a bound,
 and a pidfd says when the process has ended. No shell, close_fds, a new
 process group (killed whole at the deadline), a reduced environment, and
 every core allowed (server/affinity.py).
+
+A child can also be fed a spool file while it is still being written
+(`Growing`, for signing a body as it arrives): the loop then runs in a
+thread of its own and sleeps on a wake-up pipe while it has sent all there
+is; the deadline may be set later (`Child.deadline`), once the end is known.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import select
 import signal
@@ -27,6 +33,58 @@ from .handoff import FileRange, Part
 
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}  # S-801
 CHUNK = 1024 * 1024
+
+
+class Growing:
+    """A spool range that grows while the child runs: `extend` says how far
+    the file may be read, `end` how far it will ever be (then the child's
+    input ends there), `cancel` stops the child. Called from the session
+    thread; the child's loop reads it from its own."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd = fd
+        self.sent = offset  # the next octet to send
+        self.limit = offset  # what may be sent so far
+        self.final = False
+        self.cancelled = False
+        self.starved = False  # the loop has sent all there is and sleeps
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def extend(self, limit: int) -> None:
+        if limit > self.limit:
+            self.limit = limit  # written before `starved` is read: no lost wake-up
+            if self.starved:
+                self._wake()
+
+    def end(self, limit: int) -> None:
+        self.limit = limit
+        self.final = True
+        self._wake()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except OSError:  # full (a wake-up is pending) or closed
+            pass
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +118,12 @@ class Child:
         assert proc.stdin is not None and proc.stderr is not None
         # What is left to write: memoryviews of bytes parts, and file ranges
         # as [fd, offset, octets left or None] (sendfile moves them).
-        self.parts: deque[memoryview | list] = deque(
-            memoryview(p) if isinstance(p, bytes) else [p.fd, p.offset, p.length] for p in parts
+        self.parts: deque[memoryview | list | Growing] = deque(
+            p if isinstance(p, Growing) else memoryview(p) if isinstance(p, bytes) else [p.fd, p.offset, p.length]
+            for p in parts
         )
+        self.growing = next((p for p in parts if isinstance(p, Growing)), None)
+        self.deadline = math.inf  # run() sets it; for a Growing input, maybe later
         self.stdin: int | None = proc.stdin.fileno()
         self.err_fd = proc.stderr.fileno()
         self.outputs: dict[int, tuple[bytearray, int]] = {self.err_fd: (bytearray(), stderr_limit)}
@@ -72,7 +133,8 @@ class Child:
         self.overflow = False
         for fd in (self.stdin, *self.outputs):
             os.set_blocking(fd, False)
-        if sum(len(p) if isinstance(p, bytes) else _range_size(p) for p in parts) > 64 * 1024:
+        if self.growing is not None or sum(
+                len(p) if isinstance(p, bytes) else _range_size(p) for p in parts) > 64 * 1024:
             try:  # a bigger pipe for big messages: fewer wake-ups
                 fcntl.fcntl(self.stdin, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
             except OSError:
@@ -85,9 +147,11 @@ class Child:
 
     def run(self, deadline: float) -> Finished:
         """Until it has exited and its input is done, or the deadline (then
-        the process group is killed); always reaped."""
+        the process group is killed), or its Growing input is cancelled;
+        always reaped."""
+        self.deadline = min(self.deadline, deadline)
         try:
-            finished = self._loop(deadline)
+            finished = self._loop()
         finally:
             self._close()
         if not finished:
@@ -100,24 +164,38 @@ class Child:
         err = bytes(self.outputs[self.err_fd][0])
         return Finished(status if finished else None, out, err, time.monotonic() - self.start, self.overflow)
 
-    def _loop(self, deadline: float) -> bool:
+    def _loop(self) -> bool:
         poller = select.poll()
         poller.register(self.stdin, select.POLLOUT)
         for fd in self.outputs:
             poller.register(fd, select.POLLIN)
         if self.pidfd is not None:
             poller.register(self.pidfd, select.POLLIN)
+        growing = self.growing
+        if growing is not None:
+            poller.register(growing._wake_r, select.POLLIN)
         reading = set(self.outputs)
         while not (self.exited and self.stdin is None):
-            remaining = deadline - time.monotonic()
+            if growing is not None and growing.cancelled:
+                return False
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 return False
             wait = remaining if self.pidfd is not None else min(remaining, 0.01)
-            for fd, _ in poller.poll(wait * 1000):
+            for fd, event in poller.poll(None if wait == math.inf else wait * 1000):
                 if fd == self.stdin:
-                    if not self._write():
+                    more = False if event & (select.POLLERR | select.POLLHUP) else self._write()
+                    if more is None:  # a Growing input waits for the file to grow
+                        poller.modify(fd, 0)
+                    elif not more:
                         poller.unregister(fd)
                         self._close_stdin()
+                elif growing is not None and fd == growing._wake_r:
+                    growing.drain()
+                    if growing.starved and (growing.limit > growing.sent or growing.final):
+                        growing.starved = False
+                        if self.stdin is not None:
+                            poller.modify(self.stdin, select.POLLOUT)
                 elif fd in reading:
                     if not self._read(fd):
                         poller.unregister(fd)
@@ -134,8 +212,9 @@ class Child:
             self._read(fd)  # what is already in the pipes
         return True
 
-    def _write(self) -> bool:
-        """Write what the pipe takes; False when done or the child stopped reading."""
+    def _write(self) -> bool | None:
+        """Write what the pipe takes; False when done or the child stopped
+        reading; None when a Growing input has sent all there is so far."""
         assert self.stdin is not None
         parts = self.parts
         try:
@@ -144,6 +223,8 @@ class Child:
             if not parts:
                 return False
             part = parts[0]
+            if isinstance(part, Growing):
+                return self._write_growing(part)
             if isinstance(part, memoryview):
                 n = os.write(self.stdin, part)
                 parts[0] = part[n:]
@@ -168,6 +249,24 @@ class Child:
             return True
         except OSError:  # EPIPE and friends
             return False
+
+    def _write_growing(self, part: Growing) -> bool | None:
+        left = part.limit - part.sent
+        if left <= 0:
+            part.starved = True  # set before `limit` is read again: see Growing.extend
+            left = part.limit - part.sent
+            if left <= 0:
+                if part.final:
+                    self.parts.popleft()
+                    return bool(self.parts)
+                return None
+            part.starved = False
+        n = os.sendfile(self.stdin, part.fd, part.sent, min(CHUNK, left))  # type: ignore[arg-type]
+        if n == 0:  # the file is shorter than it was said to be: end here
+            self.parts.popleft()
+            return bool(self.parts)
+        part.sent += n
+        return True
 
     def _read(self, fd: int) -> bool:
         buf, limit = self.outputs[fd]
@@ -210,7 +309,9 @@ def run(argv: list[str], parts: tuple[Part, ...], timeout: float, **kw: Any) -> 
     return child.run(child.start + timeout)
 
 
-def _written(part: memoryview | list) -> bool:
+def _written(part: memoryview | list | Growing) -> bool:
+    if isinstance(part, Growing):
+        return False  # it ends itself, in _write_growing
     return len(part) == 0 if isinstance(part, memoryview) else part[2] == 0
 
 

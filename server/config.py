@@ -71,6 +71,11 @@ class Config:
     auth_failures: int
     handoff: SmtpRelay | None = None  # None: the sendmail command (the default)
     dkim_keys: str | None = None  # the directory of DKIM keys (S-1103); None: no DKIM
+    pgp_keys: str | None = None  # the directory of USER.key OpenPGP keys (S-1104); None: no PGP
+    pgp_sop: tuple[str, ...] = ("sqop",)  # the Stateless OpenPGP command
+    hashcash_bits: int = 0  # S-1106; 0: off
+    hashcash_max_stamps: int = 5
+    hashcash_time_budget: float = 3.0
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -117,6 +122,11 @@ _DEFAULTS: dict[str, str] = {
     "handoff": "sendmail",
     "handoff_timeout": "",  # sendmail_timeout's other name (CONTRACT.md)
     "dkim_keys": "",
+    "pgp_keys": "",
+    "pgp_sop": "sqop",
+    "hashcash_bits": "0",
+    "hashcash_max_stamps": "5",
+    "hashcash_time_budget": "3",
 }
 
 _SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
@@ -126,7 +136,7 @@ _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false"
 
 #: Keys whose value is a list: there a tab separates words and a newline
 #: (a continuation line, which configparser joins with one) items.
-_LIST_KEYS = frozenset({"listen", "trusted_networks", "sendmail"})
+_LIST_KEYS = frozenset({"listen", "trusted_networks", "sendmail", "pgp_sop"})
 
 #: Unicode categories refused in any value, beside Cc (controls, NUL among
 #: them): configparser passes them through, and each would reach a path,
@@ -319,6 +329,14 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('listen')}: a tls listener needs tls_cert and tls_key")
 
     try:
+        pgp_sop = tuple(shlex.split(values["pgp_sop"]))
+    except ValueError as e:
+        problems.append(f"{where('pgp_sop')}: pgp_sop: {e}")
+        pgp_sop = ()
+    if not pgp_sop and not any("pgp_sop" in p for p in problems):
+        problems.append(f"{where('pgp_sop')}: pgp_sop is empty")
+
+    try:
         sendmail = tuple(shlex.split(values["sendmail"]))
     except ValueError as e:
         problems.append(f"{where('sendmail')}: sendmail: {e}")
@@ -404,6 +422,11 @@ def parse(text: str, path: str) -> Config:
         auth_failures=integer("auth_failures", 1, 100),
         handoff=handoff,
         dkim_keys=rel(values["dkim_keys"]) if values["dkim_keys"] else None,
+        pgp_keys=rel(values["pgp_keys"]) if values["pgp_keys"] else None,
+        pgp_sop=pgp_sop,
+        hashcash_bits=integer("hashcash_bits", 0, 32),
+        hashcash_max_stamps=integer("hashcash_max_stamps", 0, 100),
+        hashcash_time_budget=number("hashcash_time_budget", 0, 60),
         lines=lines,
     )
     if problems:

@@ -11,14 +11,16 @@ reads the spool and keeps the log notes.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from smtp_states import Reply
 from smtp_states import replies as R
 
+from . import pgp, stamps
 from .handoff import FileRange, Part
 
 #: Pieces the DKIM body pass reads: relaxed canonicalisation is fastest
@@ -131,6 +133,23 @@ class Message:
     body: tuple[Part, ...]
     notes: list[str] = field(default_factory=list)  # one log line each
     refused: Reply | None = None  # a step refused: this is the client's reply
+    spools: list[Any] = field(default_factory=list)  # second spool files, removed with the first
+    body_changed: bool = False  # a hash fed while spooling no longer applies
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the steps need to know of the transaction and the daemon."""
+
+    qid: str
+    user: str | None  # the authenticated user; None: a trusted client
+    recipients: tuple[str, ...]
+    config: Any
+    affinity: Any
+    random: Callable[[int], bytes] = os.urandom  # for boundaries (Server.random.take)
+    data_end: float = 0.0  # time.monotonic() at the final dot (S-1106's budget starts there)
+    signer: Any = None  # pgp.EarlySigner started at the end of the header, or None
+    minter: Any = None  # stamps.Minter started at the end of the header, or None
 
 
 def parts_chunks(parts: tuple[Part, ...], size: int) -> Iterator[bytes]:
@@ -152,13 +171,20 @@ def _fields(header: bytes) -> list[tuple[str, bytes]]:
     return [(f.name, f.raw) for f in block.fields]
 
 
+def unfolded(name: str, raw: bytes) -> bytes:
+    """A field's unfolded value (RFC 5322 §2.2.3), as the address parser takes it."""
+    from headers import Field
+
+    return Field(name, raw).value()
+
+
 def from_domain(fields: list[tuple[str, bytes]]) -> str | None:
     """The first From: mailbox's domain as an A-label, lower case (S-1103)."""
     from headers import parse_addresses
 
     for name, raw in fields:
         if name.lower() == "from":
-            addresses = parse_addresses(raw.partition(b":")[2].strip(b"\r\n"))
+            addresses = parse_addresses(unfolded(name, raw))
             if not addresses:
                 return None
             domain = addresses[0].rpartition("@")[2]
@@ -212,10 +238,17 @@ def dkim(msg: Message, keys: Any, digest: BodyDigest | None = None, now: float |
     return msg
 
 
-def run(runtime: Any, header: bytes, body: FileRange, digest: BodyDigest | None = None) -> Message:
+def run(runtime: Any, ctx: Context, header: bytes, body: FileRange, digest: BodyDigest | None = None) -> Message:
     """Every configured step in S-1101's order; the first refusal ends it.
     `digest`: the DKIM body hash of `body`, fed while it was spooled."""
     msg = Message(header, (body,))
+    key = pgp.key_for(ctx.config, ctx.user)
+    if key is not None:
+        msg = pgp.step(msg, ctx, key, _fields(msg.header))
+        if msg.refused is not None:
+            return msg
+    if ctx.config.hashcash_bits > 0:
+        msg = stamps.step(msg, ctx, _fields(msg.header))
     if runtime.dkim is not None:
-        msg = dkim(msg, runtime.dkim, digest)
+        msg = dkim(msg, runtime.dkim, None if msg.body_changed else digest)
     return msg

@@ -63,6 +63,12 @@ class Session:
         self.spool: SpoolFile | None = None
         self.header: Any = None  # headers.HeaderReader, made at DATA
         self.digest: Any = None  # pipeline.BodyDigest while DKIM keys exist, made at DATA
+        self.minter: Any = None  # stamps.Minter for Hashcash, started at the header's end
+        self.signer: Any = None  # pgp.EarlySigner, started at the header's end
+        self.envelope: Any = None  # the envelope of the message being received
+        self.early: Any = None  # (FixContext, fixed header, body offset) made at the header's end
+        self._header_ended = False
+        self.extra_spools: list[Any] = []  # the pipeline's second spool files
         self._data_seen = 0  # octets of this message's DATA so far
         self.qid: str | None = None
         self.sender: str | None = None
@@ -167,7 +173,13 @@ class Session:
                 self.header.feed(ev.data)
                 if self.digest is not None:
                     self._feed_digest(ev.data)
+                if self.signer is not None:
+                    self.signer.spooled(self.spool.size)
+                elif not self._header_ended and self.header.body_offset is not None:
+                    self._header_ended = True
+                    self._at_header_end()
             elif isinstance(ev, DataStart):
+                self.envelope = ev.envelope
                 self._open_spool()
             elif isinstance(ev, MailFrom):
                 self.sender = ev.sender
@@ -232,10 +244,13 @@ class Session:
         self._drop_spool()
         self.header = headers.HeaderReader()
         self._data_seen = 0
-        if self.server.runtime.dkim is not None and self.server.runtime.dkim.by_domain:
-            from .pipeline import BodyDigest
+        runtime = self.server.runtime
+        if runtime.dkim is not None and runtime.dkim.by_domain:
+            from . import pgp, pipeline
 
-            self.digest = BodyDigest(self.server.affinity)
+            user = self.conn.user if self.conn is not None else None
+            if pgp.key_for(runtime.config, user) is None:  # a PGP wrap makes a body of its own
+                self.digest = pipeline.BodyDigest(self.server.affinity)
         try:
             self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or self.server.random.new_id())
         except OSError as e:
@@ -243,12 +258,59 @@ class Session:
             self.spool = None
 
     def _drop_spool(self) -> None:
+        if self.signer is not None:  # first: it reads the spool file's descriptor
+            self.signer.cancel()
+            self.signer = None
+        if self.minter is not None:
+            self.minter.close()
+            self.minter = None
         if self.spool is not None:
             self.spool.remove()
             self.spool = None
         if self.digest is not None:
             self.digest.close()
             self.digest = None
+        for extra in self.extra_spools:
+            extra.remove()
+        self.extra_spools = []
+        self.early = None
+        self._header_ended = False
+
+    def _at_header_end(self) -> None:
+        """The header block has ended (the body follows): the steps that
+        gain from starting before the final dot start now (S-1106: the
+        Hashcash minter; S-1104: the PGP signer, fed the body as it is
+        spooled). Both need the fixed header, so it is made here, once; a
+        message whose header would be refused starts nothing (the refusal
+        is made, and logged, at the dot as always)."""
+        from . import pgp, pipeline, stamps
+
+        cfg = self.server.runtime.config
+        conn = self.conn
+        spool = self.spool
+        if conn is None or spool is None or spool.failed or self.envelope is None:
+            return
+        key = pgp.key_for(cfg, conn.user)
+        if key is None and cfg.hashcash_bits <= 0:
+            return
+        ctx = self._fix_context(self.envelope)
+        fixed, offset, problem = self._fixed_header(ctx)
+        if problem is not None:
+            return
+        self.early = (ctx, fixed, offset)
+        fields = pipeline._fields(fixed)
+        qid = self.qid or self.sid
+        try:
+            self.minter = stamps.start(cfg, fields, self.envelope.recipients, self.server.affinity)
+        except OSError as e:
+            maillog.warning(f"{qid}: hashcash: cannot start the minter: {e.strerror or e}")
+        head = pgp.early_part_head(fields) if key is not None else None
+        if head is not None:
+            try:
+                self.signer = pgp.EarlySigner(cfg, qid, key, head, spool.fd, offset, self.server.affinity)
+            except OSError:
+                return  # signed at the dot, where the failure is reported (451)
+            self.signer.spooled(spool.size)
 
     def _feed_digest(self, data: bytes) -> None:
         """The body octets of this chunk to the DKIM body hash (S-1103)."""
@@ -271,13 +333,21 @@ class Session:
                 maillog.warning(f"{qid}: spool: {why}")
                 return R.NO_STORAGE
             cfg = self.server.runtime.config
-            ctx = self._fix_context(env)
-            header, offset, refusal = self._prepare(spool, ctx)
-            if refusal is not None:
-                return refusal
+            data_end = time.monotonic()
+            if self.early is not None:
+                ctx, header, offset = self.early
+            else:
+                ctx = self._fix_context(env)
+                header, offset, refusal = self._prepare(ctx)
+                if refusal is not None:
+                    return refusal
             maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
             body = FileRange(spool.fd, offset, spool.size - offset)
-            signed = pipeline.run(self.server.runtime, header, body, self.digest)  # S-1101
+            pctx = pipeline.Context(qid, self.conn.user if self.conn else None, env.recipients, cfg,
+                                    self.server.affinity, self.server.random.take, data_end, self.signer,
+                                    self.minter)
+            signed = pipeline.run(self.server.runtime, pctx, header, body, self.digest)  # S-1101
+            self.extra_spools = signed.spools
             for note in signed.notes:
                 maillog.info(f"{qid}: {note}")
             if signed.refused is not None:
@@ -340,9 +410,19 @@ class Session:
             ("SOURCE", "REMOTE"),
         )
 
-    def _prepare(self, spool: SpoolFile, ctx: Any) -> tuple[bytes, int, R.Reply | None]:
+    def _prepare(self, ctx: Any) -> tuple[bytes, int, R.Reply | None]:
         """Check and complete the header (SPEC.md §6-§7): the new header
-        block, the body's offset in the spool file, or a refusal."""
+        block, the body's offset in the spool file, or a refusal (logged)."""
+        fixed, offset, problem = self._fixed_header(ctx)
+        if problem is None:
+            return fixed, offset, None
+        if isinstance(problem, R.Reply):
+            return b"", 0, problem
+        return b"", 0, self._sender_refusal(problem, self.conn.user or "" if self.conn else "")
+
+    def _fixed_header(self, ctx: Any) -> tuple[bytes, int, Any]:
+        """The checked and completed header block and the body's offset, or
+        the problem: a Reply (S-703) or a headers.SenderProblem (S-602)."""
         import headers
 
         conn = self.conn
@@ -355,10 +435,10 @@ class Session:
             users = self.server.runtime.users
             problem = headers.check_senders(block, lambda address: users.may_send_as(user, address))
             if problem is not None:
-                return b"", 0, self._sender_refusal(problem, user)
+                return b"", 0, problem
         fixed = headers.fix(block, ctx)
         if isinstance(fixed, headers.SenderProblem):
-            return b"", 0, self._sender_refusal(fixed, user or "")
+            return b"", 0, fixed
         return fixed, block.body_offset, None
 
     def _sender_refusal(self, problem: Any, user: str) -> R.Reply:

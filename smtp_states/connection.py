@@ -434,7 +434,8 @@ class Connection(AuthExchange):
         self._send(R.START_DATA)
         self.state = State.DATA
         self._decoder = DataDecoder(self.settings.max_message_size)
-        events.append(DataStart())
+        assert self._tx is not None
+        events.append(DataStart(self._tx.envelope()))
 
     def _data(self, chunk: bytes, events: list[Event]) -> None:
         decoder = self._decoder

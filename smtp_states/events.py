@@ -44,7 +44,7 @@ class RcptTo:
 
 @dataclass(frozen=True, slots=True)
 class DataStart:
-    pass
+    envelope: Envelope  # complete: DATA ends the envelope (steps that start early need it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,3 +47,38 @@ def test_a_refused_message_stops_the_hashing_thread():  # S-1102
     thread = fed._threaded._thread
     fed.close()
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("header", "domain"),
+    [
+        (b"From: Alice <alice@Example.ORG>\r\n", "example.org"),
+        (b"From:\r\n Alice\r\n <alice@example.org>\r\n", "example.org"),  # folded: unfolded before parsing
+        ("From: a@bücher.example\r\n".encode(), "xn--bcher-kva.example"),
+        (b"From: not an address\r\n", None),
+    ],
+)
+def test_from_domain(header, domain):  # S-1103
+    assert pipeline.from_domain(pipeline._fields(b"Received: x\r\n" + header + b"\r\n")) == domain
+
+
+def test_stamp_resources_follow_to_then_cc_and_skip_bcc():  # S-1106
+    from server import stamps
+
+    fields = pipeline._fields(b"To: b@x.example,\r\n A <a@x.example>\r\nCc: c@x.example, B@X.example\r\n"
+                              b"Cc: d@x.example\r\nBcc: e@x.example\r\n\r\n")
+    envelope = ["a@x.example", "b@x.example", "c@x.example", "d@x.example", "e@x.example", "o:dd@x.example"]
+    assert stamps.resources(fields, envelope, 10) == ["b@x.example", "a@x.example", "c@x.example", "d@x.example"]
+    assert stamps.resources(fields, envelope, 2) == ["b@x.example", "a@x.example"]
+    colon = pipeline._fields(b'To: "o:dd"@x.example\r\n\r\n')
+    assert stamps.resources(colon, ['"o:dd"@x.example'], 10) == []  # a colon cannot be in a stamp
+
+
+def test_stamp_validity():  # S-1106
+    from server import stamps
+
+    assert not stamps.valid("1:20:261201:a@x.example::r:0", 20, "a@x.example")  # (2^-20 that it is)
+    assert not stamps.valid("0:20:261201:a@x.example::r:0", 20, "a@x.example")
+    found = next(f"1:8:261201:a@x.example::r:{n:x}" for n in range(100000)
+                 if stamps.valid(f"1:8:261201:a@x.example::r:{n:x}", 8, "a@x.example"))
+    assert not stamps.valid(found, 8, "b@x.example") and not stamps.valid(found, 9, "a@x.example")

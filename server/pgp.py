@@ -1,0 +1,237 @@
+"""The PGP/MIME step of the pipeline (SPEC.md S-1104): the user's key, the
+decision, the SOP signer run over exactly the signed part, the frame.
+
+The signed part's bytes are its header (made by signing/pgpmime.py) and
+the body from the spool. For a large message most of the signer's time is
+hashing, so the signer is started as soon as the header block has ended
+(`EarlySigner`) and fed the body as it is spooled, on the guess that the
+message will be signed as it is (no re-encoding, the usual case). At the
+final dot the body scan decides; a right guess only waits for the signer
+to finish, a wrong one (an 8-bit or otherwise unsafe body, an armor line)
+stops it and signs the usual way. Either way the signature is over the
+same bytes, so the guess changes nothing but the time.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+import threading
+import time
+from typing import Any
+
+from smtp_states import replies as R
+
+from . import child
+from .handoff import FileRange
+
+#: An armored detached signature is about 300 octets (Ed25519) to 1 KiB
+#: (RSA 4096); a signer writing more is broken.
+SIGNATURE_MAX = 64 * 1024
+#: Pieces the body scan and the re-encoding read.
+READ = 64 * 1024
+#: The signed part leaves out the body's last CRLF (RFC 1847 §2.1), so an
+#: early signer is fed all but the last octets spooled until the end is known.
+HOLD_BACK = 2
+
+
+def key_path(directory: str, user: str) -> str | None:
+    """pgp_keys/USER.key (users.db names are lower case), or None for a
+    name that cannot be a file name."""
+    name = user.lower()
+    if not name or "/" in name or name.startswith(".") or "\0" in name:
+        return None
+    return os.path.join(directory, name + ".key")
+
+
+def key_for(config: Any, user: str | None) -> str | None:
+    """pgp_keys/USER.key when there is one for this authenticated user
+    (mail from trusted networks, with no user, is never signed)."""
+    if config.pgp_keys is None or user is None:
+        return None
+    path = key_path(config.pgp_keys, user)
+    return path if path is not None and os.path.isfile(path) else None
+
+
+def _micalg_path(config: Any, qid: str) -> str:
+    # Named like a spool file, so that a crash leaves nothing that the
+    # start-up clean-up would not remove (S-1015).
+    return os.path.join(config.spool, f"msa-{qid}0D.msg")
+
+
+def _argv(config: Any, micalg_path: str, key: str) -> list[str]:
+    return [*config.pgp_sop, "sign", f"--micalg-out={micalg_path}", key]
+
+
+class EarlySigner:
+    """The SOP signer started when the header block has ended, fed the
+    signed part's header at once and the body as the session spools it;
+    its poll loop runs in a thread of its own (server/child.py, Growing)."""
+
+    def __init__(self, config: Any, qid: str, key: str, part_head: bytes, fd: int, body_offset: int,
+                 affinity: Any) -> None:
+        """OSError when the signer cannot be started."""
+        from signing import pgpmime
+
+        self.part_head = part_head
+        self.body_offset = body_offset
+        self.micalg_path = _micalg_path(config, qid)
+        self.argv = _argv(config, self.micalg_path, key)
+        self.growing = child.Growing(fd, body_offset)
+        before, _ = pgpmime.signed_part(part_head, True)
+        try:
+            self.child = child.Child(self.argv, (before, self.growing), stdout_limit=SIGNATURE_MAX,
+                                     affinity=affinity)
+        except OSError:
+            self.growing.close()
+            raise
+        self.result: child.Finished | None = None
+        self._thread: threading.Thread | None = threading.Thread(target=self._run, name="pgp-sign", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.result = self.child.run(math.inf)
+
+    def spooled(self, size: int) -> None:
+        """The spool file now holds `size` octets."""
+        self.growing.extend(size - HOLD_BACK)
+
+    def finish(self, end: int, timeout: float) -> child.Finished:
+        """The signed body ends at `end` in the spool file: feed the rest,
+        wait for the signature within `timeout`."""
+        self.child.deadline = time.monotonic() + timeout
+        self.growing.end(end)
+        self._join(timeout + 10)
+        assert self.result is not None
+        return self.result
+
+    def cancel(self) -> None:
+        """Stop it (a wrong guess, a refused or abandoned message); idempotent."""
+        self.growing.cancel()
+        self._join(10)
+        try:
+            os.unlink(self.micalg_path)
+        except OSError:
+            pass
+
+    def _join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._thread = None
+                self.growing.close()
+        if self.result is None:  # the loop did not end in time: it is killed by the deadline
+            self.result = child.Finished(None, b"", b"", 0.0)
+
+
+def early_part_head(fields: list[tuple[str, bytes]]) -> bytes | None:
+    """The signed part's header on the guess that the body needs no
+    re-encoding, or None when the header alone says it is not signed."""
+    from signing import pgpmime
+
+    plan = pgpmime.plan(fields)
+    if plan.action != "sign":
+        return None
+    return pgpmime.part_header(fields, plan, qp=False, eight_bit=False)
+
+
+def step(msg: Any, ctx: Any, key: str, fields: list[tuple[str, bytes]]) -> Any:
+    """S-1104: wrap the message as multipart/signed around the body, signed
+    by the SOP command with the user's key; left as it is when already
+    protected; an 8-bit multipart body is sent unsigned; a failing signer
+    is 451 4.3.0, never unsigned mail instead. `ctx.signer`: an
+    EarlySigner fed while spooling, used when its guess was right."""
+    from signing import pgpmime
+
+    from .spool import SpoolFile
+
+    early: EarlySigner | None = ctx.signer
+    plan = pgpmime.plan(fields)
+    if plan.action != "sign":
+        msg.notes.append(f"pgp={'left' if plan.action == 'leave' else 'skipped'} ({plan.why})")
+        return msg
+    [body] = msg.body
+    assert isinstance(body, FileRange)
+    scan = pgpmime.BodyScan(plan.boundary if plan.multipart else b"", lines=not plan.multipart)
+    for chunk in body.chunks(READ):
+        scan.feed(chunk)
+    scan.finish()
+    if scan.armor:
+        msg.notes.append("pgp=left (an inline PGP armor line in the first text part)")
+        return msg
+    qp = False
+    if plan.multipart and scan.eight_bit:
+        msg.notes.append("pgp=skipped (8bit multipart)")
+        return msg
+    if not plan.multipart and scan.needs_qp(plan.cte):
+        if not plan.text_single or plan.cte in ("quoted-printable", "base64"):
+            why = "8bit" if scan.eight_bit or plan.cte in ("8bit", "binary") else "unsafe lines"
+            msg.notes.append(f"pgp=skipped ({why} {plan.mtype} in {plan.cte})")
+            return msg
+        qp = True
+        second = SpoolFile(ctx.config.spool, ctx.qid + "0E")  # removed with the first one
+        msg.spools.append(second)
+        encoder = pgpmime.QuotedPrintable()
+        for chunk in body.chunks(READ):
+            second.write(encoder.feed(chunk))
+        second.write(encoder.finish())
+        if second.failed:
+            msg.notes.append(f"pgp=failed (re-encoding: {second.reason})")
+            msg.refused = R.NO_STORAGE
+            return msg
+        body = FileRange(second.fd, 0, second.size)
+    ends_crlf = _ends_crlf(body)
+    head = pgpmime.part_header(fields, plan, qp, scan.eight_bit)
+    before, cut = pgpmime.signed_part(head, ends_crlf)
+    signed_body = FileRange(body.fd, body.offset, body.size() - cut)
+    if early is not None and early.part_head == head and early.growing.fd == body.fd \
+            and early.body_offset == body.offset:
+        micalg_path, argv = early.micalg_path, early.argv
+        done: child.Finished | OSError = early.finish(body.offset + signed_body.size(), ctx.config.sendmail_timeout)
+        how = ""
+    else:
+        if early is not None:
+            early.cancel()
+        micalg_path = _micalg_path(ctx.config, ctx.qid)
+        argv = _argv(ctx.config, micalg_path, key)
+        done = child.run(argv, (before, signed_body), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
+                         affinity=ctx.affinity)
+        how = ", quoted-printable" if qp else ""
+    micalg = _read_small(micalg_path)
+    if isinstance(done, OSError) or done.status != 0 or done.stdout_overflow or not done.stdout:
+        why = (f"cannot run {argv[0]}: {done.strerror or done}" if isinstance(done, OSError)
+               else "timeout" if done.status is None
+               else f"{argv[0]} exit {done.status}: {done.stderr[:200].decode('utf-8', 'replace').strip()}")
+        msg.notes.append(f"pgp=failed ({why})")
+        msg.refused = R.HANDOFF_TEMPFAIL  # S-1104: never unsigned instead
+        return msg
+    if not re.fullmatch(r"pgp-[a-z0-9-]{1,20}", micalg):  # RFC 3156 §5: it must name the hash used
+        msg.notes.append(f"pgp=failed (no micalg from {argv[0]} --micalg-out: {micalg[:40]!r})")
+        msg.refused = R.HANDOFF_TEMPFAIL
+        return msg
+    boundary = b"=_msa_" + base64.urlsafe_b64encode(ctx.random(24)).rstrip(b"=")
+    msg.header = pgpmime.outer_header(fields, boundary, micalg)
+    msg.body = (pgpmime.prefix(boundary, head), body, pgpmime.suffix(boundary, done.stdout, ends_crlf))
+    msg.body_changed = True
+    msg.notes.append(f"pgp=signed ({micalg}{how})")
+    return msg
+
+
+def _ends_crlf(body: FileRange) -> bool:
+    size = body.size()
+    return size >= 2 and os.pread(body.fd, 2, body.offset + size - 2) == b"\r\n"
+
+
+def _read_small(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
