@@ -49,6 +49,12 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
         from admin import dkimcmd
 
         dkimcmd.build_parser(sp)
+    sp = sub.add_parser("pgp", help="per-user OpenPGP signing keys: make one, print the public key")
+    conf(sp)
+    if with_user:
+        from admin import pgpcmd
+
+        pgpcmd.build_parser(sp)
     return p
 
 
@@ -93,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None:
             return 1
         return dkimcmd.run(args, cfg.dkim_keys)  # type: ignore[attr-defined]
+    if args.command == "pgp":
+        from admin import pgpcmd
+
+        cfg = _load_config(args.config)
+        if cfg is None:
+            return 1
+        return pgpcmd.run(args, cfg)
     cfg = _load_config(args.config, inetd=args.command == "inetd")
     if cfg is None:
         return 1

@@ -41,6 +41,7 @@ def run(path: str, out: TextIO) -> int:
     else:
         warnings.append(f"{cfg.path}: no tls_cert/tls_key: STARTTLS is not offered and no one can authenticate")
 
+    db = None
     try:
         import sasl
 
@@ -56,6 +57,9 @@ def run(path: str, out: TextIO) -> int:
 
     if cfg.dkim_keys is not None:
         _check_dkim(cfg, problems, warnings, notes)
+
+    if cfg.pgp_keys is not None:
+        _check_pgp(cfg, db, problems, warnings, notes)
 
     if cfg.handoff is not None:
         _check_smtp_handoff(cfg, problems, warnings)
@@ -122,6 +126,70 @@ def _check_dkim(cfg: config_mod.Config, problems: list[str], warnings: list[str]
         notes.append(f"{where}: {domain} signs with {shown}")
     if not keys.by_domain and not found:
         warnings.append(f"{where}: no keys in {cfg.dkim_keys}: nothing is signed (msa.py dkim keygen DOMAIN)")
+
+
+#: What `check` asks the SOP command to sign to prove a key works.
+_PGP_PROBE = b"msa.py check\r\n"
+
+
+def _check_pgp(cfg: config_mod.Config, db: object, problems: list[str], warnings: list[str], notes: list[str]) -> None:
+    """S-1104: each pgp_keys/USER.key is a secret key of a user that the
+    SOP command can sign with; its user IDs against the user's senders."""
+    from signing import openpgp
+
+    from . import child, files
+
+    assert cfg.pgp_keys is not None
+    where = f"{cfg.where('pgp_keys')}: pgp_keys"
+    if not os.path.isdir(cfg.pgp_keys):
+        problems.append(f"{where}: {cfg.pgp_keys} is not a directory (msa.py pgp keygen USER makes it)")
+        return
+    try:
+        names = sorted(n for n in os.listdir(cfg.pgp_keys) if n.endswith(".key"))
+    except OSError as e:
+        problems.append(f"{where}: cannot list {cfg.pgp_keys}: {e.strerror}")
+        return
+    if not names:
+        warnings.append(f"{where}: no keys in {cfg.pgp_keys}: nothing is PGP-signed (msa.py pgp keygen USER)")
+    for name in names:
+        path = os.path.join(cfg.pgp_keys, name)
+        user = db.get(name[:-4]) if db is not None else None  # type: ignore[attr-defined]
+        if db is not None and user is None:
+            warnings.append(f"{path}: no user {name[:-4]!r} in {cfg.users}: the key is never used")
+        try:
+            data = files.read_regular(path, files.TLS_MAX_OCTETS)
+            info = openpgp.describe(data)
+        except openpgp.FormatError as e:
+            problems.append(f"{path}: not an OpenPGP key: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - files.FileProblem: PATH: why
+            problems.append(str(e))
+            continue
+        if not info.secret:
+            problems.append(f"{path}: a public key ({info.kind}), not a secret key: msa cannot sign with it")
+            continue
+        _readable_by_all(path, warnings)
+        if cfg.run_as and os.getuid() == 0:
+            warnings.append(f"{path}: the signer runs as {cfg.run_as} and needs it readable")
+        done = child.run([*cfg.pgp_sop, "sign", path], (_PGP_PROBE,), min(cfg.sendmail_timeout, 30),
+                         stdout_limit=64 * 1024)
+        if isinstance(done, OSError):
+            problems.append(f"{cfg.where('pgp_sop')}: pgp_sop: cannot run {cfg.pgp_sop[0]}: "
+                            f"{done.strerror or done} (Debian: apt install sqop)")
+            return
+        if done.status != 0 or b"-----BEGIN PGP SIGNATURE-----" not in done.stdout:
+            why = "timeout" if done.status is None else f"exit {done.status}: " + \
+                done.stderr.decode("utf-8", "replace").strip()[:200]
+            problems.append(f"{path}: {cfg.pgp_sop[0]} cannot sign with it ({why}); a key with a passphrase "
+                            "cannot be used unattended")
+            continue
+        addresses = info.addresses()
+        notes.append(f"{where}: {name[:-4]} signs as {', '.join(addresses) or '(no address in its user IDs)'}")
+        if user is not None:
+            missing = [s for s in user.senders if not s.startswith("@") and s not in addresses]
+            if missing:
+                warnings.append(f"{path}: no user ID for {', '.join(missing)}: mail from there is signed by a "
+                                "key that names another address, and readers show it as not matching")
 
 
 def _check_smtp_handoff(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:
