@@ -58,6 +58,16 @@ class Outbox:
         return out
 
 
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 @dataclass
 class MsaProcess:
     proc: subprocess.Popen
@@ -79,12 +89,28 @@ class MsaProcess:
                 return m
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         raise AssertionError(f"log never matched {pattern!r}:\n{self.log()}")
 
     @property
     def spool(self) -> Path:
         return self.dir / "spool"
+
+    def children(self) -> list[str]:
+        """The command lines of msa's running child processes (signers,
+        minters, sendmail), from /proc."""
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                pids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    pass
+        return found
 
     def spool_files(self) -> list[str]:
         return sorted(os.listdir(self.spool)) if self.spool.exists() else []
