@@ -40,7 +40,7 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
     conf(sp)
     sp.add_argument("--users", metavar="FILE", help="the users database (default: from the configuration)")
     if with_user:  # its subcommands cost an import that inetd mode need not pay
-        from server import usercmd
+        from admin import usercmd
 
         usercmd.build_parser(sp)
     sp = sub.add_parser("dkim", help="DKIM keys: make one, print the DNS records")
@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     daemon = bool(words) and words[0] in ("serve", "inetd", "check") and not {"-h", "--help"} & set(words)
     args = _parser(with_user=not daemon).parse_args(argv)
     if args.command == "check":
-        from server import check
+        from admin import check
 
         return check.run(args.config, sys.stdout)
     if args.command == "user":
-        from server import usercmd
+        from admin import usercmd
 
         path = args.users
         if path is None:

@@ -1,6 +1,8 @@
 """admin: the commands that edit msa's files, apart from the daemon
 (DESIGN.md: `server/` is the daemon's I/O and nothing else).
 
-`dkimcmd`: `msa.py dkim keygen|dns`. (`user` and `check` join it with the
-accounts work.)
+`usercmd`: `msa.py user ...`; `dkimcmd`: `msa.py dkim keygen|dns`;
+`pgpcmd`: `msa.py pgp keygen|export`; `check`: `msa.py check`. They read
+the configuration and the files through `server.config` and
+`server.files`, so that they judge a file exactly as the daemon will.
 """

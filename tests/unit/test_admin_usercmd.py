@@ -1,4 +1,4 @@
-"""`msa.py user ...` through server.usercmd.run() (CONTRACT.md "Command line")."""
+"""`msa.py user ...` through admin.usercmd.run() (CONTRACT.md "Command line")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 import sasl
 from sasl import Credentials, parse_bytes, verify
 from sasl.md5state import cram_md5_credential
-from server import usercmd
+from admin import usercmd
 from server.files import USERS_MAX_OCTETS, read_regular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -298,7 +298,7 @@ SCRIPT = """
 import argparse, sys
 sys.path.insert(0, sys.argv[1])
 from argon2 import PasswordHasher
-from server import usercmd
+from admin import usercmd
 usercmd.hash_password = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash
 parser = argparse.ArgumentParser()
 usercmd.build_parser(parser)

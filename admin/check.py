@@ -10,8 +10,8 @@ import stat
 import subprocess
 from typing import TextIO
 
-from . import config as config_mod
-from . import runtime, spool
+from server import config as config_mod
+from server import runtime, spool
 
 
 def run(path: str, out: TextIO) -> int:
@@ -103,7 +103,7 @@ _ADDED_HEADER = 64 * 1024
 
 def _check_dkim(cfg: config_mod.Config, problems: list[str], warnings: list[str], notes: list[str]) -> None:
     """S-1103: every key file loads and can sign; which domains sign."""
-    from . import dkim_keys
+    from server import dkim_keys
 
     assert cfg.dkim_keys is not None
     where = f"{cfg.where('dkim_keys')}: dkim_keys"
@@ -137,7 +137,7 @@ def _check_pgp(cfg: config_mod.Config, db: object, problems: list[str], warnings
     SOP command can sign with; its user IDs against the user's senders."""
     from signing import openpgp
 
-    from . import child, files
+    from server import child, files
 
     assert cfg.pgp_keys is not None
     where = f"{cfg.where('pgp_keys')}: pgp_keys"
@@ -196,7 +196,7 @@ def _check_smtp_handoff(cfg: config_mod.Config, problems: list[str], warnings: l
     """S-810: connect, read the EHLO reply, say what the MTA lacks; no mail."""
     import ipaddress
 
-    from .smtp_relay import SmtpHandoff
+    from server.smtp_relay import SmtpHandoff
 
     where = f"{cfg.where('handoff')}: handoff"
     relay = cfg.handoff

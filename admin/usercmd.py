@@ -36,7 +36,7 @@ from sasl.limits import MAX_PASSWORD_OCTETS
 from sasl.md5state import cram_md5_credential
 from sasl.verify import argon2_problem
 
-from .files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
+from server.files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
 
 __all__ = ["LOCK_WAIT_SECONDS", "build_parser", "run"]
 
