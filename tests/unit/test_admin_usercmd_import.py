@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 import sasl
 from sasl import Credentials, parse_bytes, verify
 from sasl.md5state import cram_md5_credential
-from server import usercmd
+from admin import usercmd
 from server.files import USERS_MAX_OCTETS, read_regular
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
