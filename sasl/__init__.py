@@ -3,8 +3,9 @@
 This package owns what AUTH means once the SMTP layer has decoded the
 client's base64 (RFC 4954): the step results a mechanism returns, the
 ``Mechanism`` protocol, the registry of mechanisms (PLAIN RFC 4616, LOGIN
-draft-murchison-sasl-login, CRAM-MD5 RFC 2195), and it re-exports the users
-database, the verifier, the failure throttle and the credential cache.
+draft-murchison-sasl-login, CRAM-MD5 RFC 2195, SCRAM-SHA-256 RFC 5802 and
+RFC 7677), and it re-exports the users database, the verifier, the failure
+throttle and the credential cache.
 
 It never touches a socket, thread, file descriptor or process, and never
 imports ``smtp_states`` or ``server``: it returns reasons, and the SMTP layer
@@ -40,7 +41,9 @@ class Credentials:
     ``username`` is the authentication identity as sent (decoded UTF-8, valid
     per S-509, not yet lower-cased). PLAIN and LOGIN carry ``password``;
     CRAM-MD5 carries the exact ``challenge`` sent and the client's ``digest``
-    (32 lower-case hex digits). Secrets are kept out of ``repr``.
+    (32 lower-case hex digits). SCRAM-SHA-256 carries the ``auth_message``
+    (RFC 5802 §3) and the client's ``proof`` (32 octets). Secrets are kept
+    out of ``repr``.
     """
 
     mechanism: str
@@ -48,6 +51,8 @@ class Credentials:
     password: bytes | None = field(default=None, repr=False)
     challenge: bytes | None = None
     digest: str | None = field(default=None, repr=False)
+    auth_message: bytes | None = None
+    proof: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ class Mechanism(Protocol):
 
 
 #: The mechanisms msa implements, in the order EHLO advertises them (S-202).
-MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5")
+MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256")
 
 
 # The submodules import the types above from this package, so they come last.
@@ -92,6 +97,16 @@ from .cache import CredentialCache  # noqa: E402
 from .crammd5 import CramMD5Mechanism  # noqa: E402
 from .login import LoginMechanism  # noqa: E402
 from .plain import PlainMechanism  # noqa: E402
+from .scram import (  # noqa: E402
+    ScramCredential,
+    ScramMechanism,
+    fake_credential,
+    format_credential,
+    make_credential,
+    parse_credential,
+    password_matches,
+    verify_proof,
+)
 from .throttle import Throttle, client_key  # noqa: E402
 from .userdb import (  # noqa: E402
     User,
@@ -117,13 +132,19 @@ def new_mechanism(
     hostname: str,
     urandom: Callable[[int], bytes] = os.urandom,
     clock: Callable[[], float] = time.time,
+    scram_lookup: Callable[[str], ScramCredential | None] | None = None,
+    scram_fake: Callable[[str], ScramCredential] | None = None,
 ) -> Mechanism | None:
     """A fresh exchange for mechanism ``name`` (any case), or None if unknown.
 
     ``hostname`` ends the CRAM-MD5 challenge; ``urandom`` and ``clock`` feed
-    its random part and time stamp (S-507) and are parameters for tests.
-    Whether a mechanism is advertised (CRAM-MD5 only while every user has a
-    credential, S-202) is the caller's decision.
+    its random part and time stamp (S-507) and are parameters for tests;
+    ``urandom`` also feeds the SCRAM server nonce. SCRAM-SHA-256 needs
+    ``scram_lookup`` (a user's credential, None when unknown or without
+    one) and ``scram_fake`` (the stable fake for those, S-514); without
+    both it is None, like an unknown mechanism. Whether a mechanism is
+    advertised (CRAM-MD5 and SCRAM-SHA-256 only while every user has a
+    credential, S-202, S-514) is the caller's decision.
     """
     if not name.isascii():
         return None
@@ -134,6 +155,8 @@ def new_mechanism(
         return LoginMechanism()
     if wanted == "CRAM-MD5":
         return CramMD5Mechanism(hostname, urandom=urandom, clock=clock)
+    if wanted == "SCRAM-SHA-256" and scram_lookup is not None and scram_fake is not None:
+        return ScramMechanism(scram_lookup, scram_fake, urandom=urandom)
     return None
 
 
@@ -148,6 +171,8 @@ __all__ = [
     "LoginMechanism",
     "Mechanism",
     "PlainMechanism",
+    "ScramCredential",
+    "ScramMechanism",
     "Step",
     "Throttle",
     "User",
@@ -159,14 +184,20 @@ __all__ = [
     "client_key",
     "decode",
     "delete_user",
+    "fake_credential",
+    "format_credential",
     "format_user",
     "hash_password",
+    "make_credential",
     "name_problem",
     "new_mechanism",
     "nondefault_params",
     "parse",
     "parse_bytes",
+    "parse_credential",
+    "password_matches",
     "replace_user",
     "verify",
+    "verify_proof",
     "warm_up",
 ]

@@ -30,6 +30,37 @@ CRAM_CREDENTIAL_HEX_DIGITS = 64
 #: HMAC block size for MD5 (RFC 2104 §2): longer keys are hashed first.
 HMAC_MD5_BLOCK_OCTETS = 64
 
+# --- SCRAM-SHA-256 (RFC 5802, RFC 7677, SPEC.md S-514) ----------------------
+
+#: Iteration counts a stored credential may name: RFC 5802 §7 makes it a
+#: ``posit-number`` (at least 1); at most 65536, since Cyrus SASL clients
+#: refuse more (S-514). RFC 7677 §4's "at least 4096" is what msa writes
+#: (SCRAM_DEFAULT_ITERATIONS), not a floor: a credential imported from
+#: Dovecot with fewer still works, as it did there.
+SCRAM_MIN_ITERATIONS = 1
+SCRAM_MAX_ITERATIONS = 65_536
+
+#: What ``msa.py user --scram`` writes unless told otherwise (CONTRACT.md;
+#: RFC 7677 §4; Dovecot's default too).
+SCRAM_DEFAULT_ITERATIONS = 4096
+
+#: Salt octets of a stored credential: RFC 8018 §4.1 says a PBKDF2 salt
+#: should be at least eight octets. The upper bound keeps the server-first
+#: message (which carries the salt) short; Dovecot and msa write 16.
+SCRAM_MIN_SALT_OCTETS = 8
+SCRAM_MAX_SALT_OCTETS = 64
+
+#: Salt octets msa makes, for real and for fake credentials (as Dovecot).
+SCRAM_SALT_OCTETS = 16
+
+#: StoredKey, ServerKey, ClientProof and ServerSignature: one SHA-256 output
+#: each (RFC 7677 §3, FIPS 180-4).
+SCRAM_KEY_OCTETS = 32
+
+#: Random octets in the server's part of the nonce (S-514: at least 18;
+#: base64 makes 24 characters of them).
+SCRAM_SERVER_NONCE_OCTETS = 18
+
 # --- argon2id hashes in users.db (SPEC.md S-1013, RFC 9106 §3.1) ------------
 
 #: Memory cost in KiB above which a stored hash is refused: 256 MiB, since a

@@ -1,16 +1,16 @@
 """The users database, ``users.db`` (CONTRACT.md "The users database").
 
-This module owns the file format (``NAME:HASH:CRAM:SENDERS`` lines and ``#``
-comments, documented in users.db.example), its parsing with ``PATH:LINE:
-why`` problems, what a valid CRAM-MD5 credential (S-508) and permitted
-sender (S-603) are, the sender policy ``may_send_as``, and the text edits
-of ``msa.py user``, which keep every other line byte for byte. What a valid
-user name is (S-509) lives in ``names``, what an acceptable argon2id hash
-is (S-1013) in ``verify``. It opens no file: the shell reads the bytes and
-``parse_bytes`` decodes and parses them (a missing file, an empty
-database, is the shell's business too). Imports: the standard library,
-and ``idna`` lazily for non-ASCII domains (IDNA2008 with UTS #46, never
-Python's IDNA2003 codec, S-603).
+This module owns the file format (``NAME:HASH:CRAM:SENDERS[:SCRAM]`` lines,
+``#`` comments; documented in users.db.example), its parsing with ``PATH:
+LINE: why`` problems, what a valid CRAM-MD5 credential (S-508) and permitted
+sender (S-603) are, the sender policy ``may_send_as``, and the text edits of
+``msa.py user``, which keep every other line byte for byte. What a valid
+user name is (S-509) lives in ``names``, an acceptable argon2id hash
+(S-1013) in ``verify``, a SCRAM-SHA-256 credential (S-514) in ``scram``. It
+opens no file: the shell reads the bytes and ``parse_bytes`` decodes and
+parses them (a missing file, an empty database, is the shell's business
+too). Imports: the standard library, and ``idna`` lazily for non-ASCII
+domains (IDNA2008 with UTS #46, never Python's IDNA2003 codec, S-603).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import limits
 from .names import name_problem
+from .scram import parse_credential
 from .verify import argon2_problem, nondefault_params
 
 __all__ = [
@@ -36,9 +37,10 @@ class User:
     """One line of users.db; hashes are kept out of ``repr`` (S-903)."""
 
     name: str  # lower-case (S-509)
-    argon2: str = field(repr=False)  # argon2id PHC string
+    argon2: str = field(repr=False)  # argon2id PHC string; "" only with ``scram`` (S-514)
     cram: str | None = field(repr=False)  # 64 hex digits (S-508), or None
     senders: tuple[str, ...]  # lower-cased, as written otherwise
+    scram: str | None = field(default=None, repr=False)  # ITERATIONS,SALT,STOREDKEY,SERVERKEY (S-514)
 
 
 class UserDBError(Exception):
@@ -163,7 +165,7 @@ def _split_senders(text: str) -> list[str] | str:
                 quoted = False
             continue
         if ch == ":" and not bracket:
-            return "too many ':'-separated fields (expected NAME:HASH:CRAM:SENDERS)"
+            return "too many ':'-separated fields (expected NAME:HASH:CRAM:SENDERS[:SCRAM])"
         if ch == "," and not bracket:
             items.append("".join(current).strip(" \t"))
             current = []
@@ -219,6 +221,11 @@ class UserDB:
         """True when CRAM-MD5 may be advertised (S-202): users, all with one."""
         return bool(self._users) and all(user.cram for user in self._users)
 
+    @property
+    def all_have_scram(self) -> bool:
+        """True when SCRAM-SHA-256 may be advertised (S-514): users, all with one."""
+        return bool(self._users) and all(user.scram for user in self._users)
+
     def may_send_as(self, user: str, address: str) -> bool:
         """S-603: whether ``user`` may use ``address`` (not ``<>``: the caller's)."""
         rules = self._rules.get(user.lower())
@@ -240,22 +247,28 @@ def _parse_line(line: str) -> User | str:
     if len(fields) != 4:
         return f"expected 4 ':'-separated fields NAME:HASH:CRAM:SENDERS, found {len(fields)}"
     name, phc, cram, senders_text = (part.strip(" \t") for part in fields)
-    why = name_problem(name) or name_problem(name.lower())
-    if why:
+    if why := name_problem(name) or name_problem(name.lower()):
         return f"bad user name: {why}"
-    why = argon2_problem(phc)
-    if why:
+    if phc and (why := argon2_problem(phc)):
         return f"bad argon2 hash: {why}"
     if cram and (why := _cram_problem(cram)):
         return f"bad CRAM-MD5 credential: {why}"
-    senders = _split_senders(senders_text)
+    # The fifth field is what follows the last ':' unless that ':' is a
+    # sender's (in a quoted local part or a literal, "a:b"@x or @[IPv6:::1]:
+    # a '"' or ']', and an '@', follow it). Base64 has none of '@"]'.
+    head, colon, tail = senders_text.rpartition(":")
+    scram = tail.strip(" \t") if colon and not set(tail) & set('@"]') else None
+    senders = _split_senders(senders_text if scram is None else head)
     if isinstance(senders, str):
         return senders
+    if scram and isinstance(why := parse_credential(scram), str):
+        return f"bad SCRAM-SHA-256 credential: {why}"
+    if not phc and not scram:
+        return "empty argon2 hash (allowed only with a SCRAM-SHA-256 credential in the fifth field)"
     for sender in senders:
-        why = check_sender(sender)
-        if why:
+        if why := check_sender(sender):
             return f"bad sender {sender!r}: {why}"
-    return User(name.lower(), phc, cram.lower() or None, tuple(s.lower() for s in senders))
+    return User(name.lower(), phc, cram.lower() or None, tuple(s.lower() for s in senders), scram or None)
 
 
 def _content(lines: list[str], index: int) -> str:
@@ -312,7 +325,8 @@ def parse_bytes(data: bytes, path: str) -> UserDB:
 
 def format_user(user: User) -> str:
     """The line for ``user``, without a line ending."""
-    return f"{user.name}:{user.argon2}:{user.cram or ''}:{','.join(user.senders)}"
+    fifth = f":{user.scram}" if user.scram else ""  # four-field lines stay as they were
+    return f"{user.name}:{user.argon2}:{user.cram or ''}:{','.join(user.senders)}{fifth}"
 
 
 def _find(lines: list[str], name: str) -> int | None:

@@ -1,10 +1,13 @@
-"""Checking credentials against the users database (SPEC.md S-503, S-507, S-510).
+"""Checking credentials against the users database (SPEC.md S-503, S-507, S-510, S-514).
 
-This module owns the argon2id verification of PLAIN and LOGIN passwords,
+This module owns the argon2id verification of PLAIN and LOGIN passwords
+(and their PBKDF2 check against a user who has only a SCRAM credential),
 what an acceptable stored argon2id hash is (PHC form, the S-1013 bounds),
-the CRAM-MD5 digest check against the stored contexts (S-508), and the
-dummy hash and dummy context that make an unknown user cost what a known
-one costs, per mechanism, so that timing tells nothing (S-510, S-1006).
+the CRAM-MD5 digest check against the stored contexts (S-508), the
+SCRAM-SHA-256 proof check (``scram.verify_proof``), and the dummy hash,
+dummy context and fake SCRAM credential that make an unknown user cost
+what a known one costs, per mechanism, so that timing tells nothing
+(S-510, S-1006).
 It does not wait, count failures or cache: the shell does that around it
 (``throttle``, ``cache``, argon2 slots; DESIGN.md). Every failure of any kind
 is ``AuthResult(ok=False)``; nothing here raises for a client's input.
@@ -20,17 +23,19 @@ import functools
 import hmac
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import limits
 from .md5state import cram_md5_credential, cram_md5_digest
+from .scram import ScramCredential, fake_credential, parse_credential, password_matches, verify_proof
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
     from . import Credentials
-    from .userdb import UserDB
+    from .userdb import User, UserDB
 
 __all__ = [
     "AuthResult", "argon2_params", "argon2_problem", "hash_password", "nondefault_params", "verify",
@@ -46,11 +51,15 @@ class AuthResult:
     or not), None for an unknown user, so logs can print ``(unknown)`` and
     never a password typed into the user field (S-902). ``temporary`` means
     ``454 4.7.0`` (S-503); ``verify`` never sets it, the shell does.
+    ``server_final`` is set on a SCRAM-SHA-256 success only: the
+    ``v=SIGNATURE`` message the client is sent as ``334`` before ``235``
+    (S-514).
     """
 
     ok: bool
     username: str | None
     temporary: bool = False
+    server_final: bytes | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,11 +93,24 @@ def _dummy_cram() -> str:
     return cram_md5_credential(os.urandom(32))
 
 
+@functools.lru_cache(maxsize=1)
+def _dummy_scram_secret() -> bytes:
+    """The per-process secret of the fake SCRAM credentials used when the
+    shell passes none (S-514 wants the state store's, stable across
+    processes; this one only keeps ``verify`` usable on its own)."""
+    return os.urandom(32)
+
+
+def _dummy_scram(name: str) -> ScramCredential:
+    return fake_credential(_dummy_scram_secret(), name, limits.SCRAM_DEFAULT_ITERATIONS)
+
+
 def warm_up() -> None:
     """Make the dummies now (at start), so that the first unknown user does
     not cost one argon2 hash more than a known one (S-510)."""
     _dummy_hash()
     _dummy_cram()
+    _dummy_scram_secret()
 
 
 # --- argon2id PHC strings in users.db (S-1013, RFC 9106 §3.1) ---------------
@@ -151,10 +173,14 @@ def argon2_params(phc: str) -> tuple[int, int, int]:
 
 
 def nondefault_params(db: UserDB) -> list[str]:
-    """Users whose hash parameters differ from argon2-cffi's defaults (S-510)."""
+    """Users whose hash parameters differ from argon2-cffi's defaults (S-510).
+
+    A user without an argon2id hash (SCRAM only, S-514) has no parameters
+    and is not listed.
+    """
     hasher = _hasher()
     defaults = (hasher.memory_cost, hasher.time_cost, hasher.parallelism)
-    return [user.name for user in db if argon2_params(user.argon2) != defaults]
+    return [user.name for user in db if user.argon2 and argon2_params(user.argon2) != defaults]
 
 
 # --- checks --------------------------------------------------------------------
@@ -182,23 +208,55 @@ def _digest_matches(credential: str, challenge: bytes, digest: str) -> bool:
     return hmac.compare_digest(expected, digest.lower().encode("utf-8", "replace"))
 
 
-def verify(users: UserDB, creds: Credentials) -> AuthResult:
+def _scram_of(user: User | None) -> ScramCredential | None:
+    """The user's SCRAM credential, or None (none, or one built by hand
+    that does not parse: the loader refuses those)."""
+    cred = parse_credential(user.scram) if user is not None and user.scram else None
+    return cred if isinstance(cred, ScramCredential) else None
+
+
+def verify(
+    users: UserDB,
+    creds: Credentials,
+    *,
+    scram_fake: Callable[[str], ScramCredential] | None = None,
+) -> AuthResult:
     """Check ``creds`` against ``users``; the cost does not depend on the user.
 
     PLAIN and LOGIN: argon2 verify of the password against the user's hash,
-    or against the dummy hash for an unknown user. CRAM-MD5: the expected
-    digest from the user's stored contexts, or from the dummy context for an
-    unknown user or one without a CRAM-MD5 credential.
+    or against the dummy hash for an unknown user; a user with no argon2id
+    hash but a SCRAM credential (imported, S-514) is checked with PBKDF2
+    against that, after the dummy argon2 verify, so that such a user costs
+    no less than the others (a few milliseconds more). CRAM-MD5: the
+    expected digest from the user's stored contexts, or from the dummy
+    context for an unknown user or one without a CRAM-MD5 credential.
+    SCRAM-SHA-256: the proof against the
+    user's credential, or against ``scram_fake(name)`` (the shell's, from
+    the state store's secret; a per-process one when None) for an unknown
+    user or one without SCRAM; ``server_final`` is set on success only.
     """
     user = users.get(creds.username)
     username = user.name if user is not None else None
     if creds.mechanism in ("PLAIN", "LOGIN"):
-        phc = user.argon2 if user is not None else _dummy_hash()
-        matches = _password_matches(phc, creds.password or b"")
-        return AuthResult(ok=matches and user is not None, username=username)
+        password = creds.password or b""
+        if user is not None and user.argon2:
+            matches = _password_matches(user.argon2, password)
+        else:
+            # S-510: an unknown user costs one argon2 verify of the dummy;
+            # so does a SCRAM-only user (S-514), plus the PBKDF2 of its salt.
+            _password_matches(_dummy_hash(), password)
+            scram = _scram_of(user)
+            matches = scram is not None and password_matches(scram, password)
+        return AuthResult(ok=matches, username=username)
     if creds.mechanism == "CRAM-MD5":
         has_cram = user is not None and user.cram is not None
         credential = user.cram if user is not None and user.cram else _dummy_cram()
         matches = _digest_matches(credential, creds.challenge or b"", creds.digest or "")
         return AuthResult(ok=matches and has_cram, username=username)
+    if creds.mechanism == "SCRAM-SHA-256":
+        scram = _scram_of(user)
+        cred = scram if scram is not None else (scram_fake or _dummy_scram)(creds.username)
+        server_final = verify_proof(cred, creds.auth_message or b"", creds.proof or b"")
+        ok = scram is not None and server_final is not None
+        return AuthResult(ok=ok, username=username, server_final=server_final if ok else None)
     return AuthResult(ok=False, username=username)

@@ -23,8 +23,20 @@ def fixed_random(n: int) -> bytes:
 # --- registry -----------------------------------------------------------------
 
 
-def test_mechanisms_are_advertised_in_order():  # S-202
-    assert MECHANISMS == ("PLAIN", "LOGIN", "CRAM-MD5")
+def test_mechanisms_are_advertised_in_order():  # S-202, S-514
+    assert MECHANISMS == ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256")
+
+
+def test_scram_needs_its_lookups_else_none():  # S-514: the shell decides whether SCRAM is offered
+    assert new_mechanism("SCRAM-SHA-256", hostname="h") is None
+    fake = sasl.fake_credential(b"k" * 32, "x", 4096)
+    assert new_mechanism("SCRAM-SHA-256", hostname="h", scram_lookup=lambda name: None) is None
+    assert new_mechanism("SCRAM-SHA-256", hostname="h", scram_fake=lambda name: fake) is None
+    for name in ("SCRAM-SHA-256", "scram-sha-256"):
+        made = new_mechanism(name, hostname="h", scram_lookup=lambda n: None, scram_fake=lambda n: fake)
+        assert isinstance(made, sasl.ScramMechanism) and made.name == "SCRAM-SHA-256"
+    assert new_mechanism("SCRAM-SHA-256-PLUS", hostname="h", scram_lookup=lambda n: None,
+                         scram_fake=lambda n: fake) is None  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["plain", "Plain", "PLAIN", "login", "cram-md5", "CRAM-md5"])

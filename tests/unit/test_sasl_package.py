@@ -62,7 +62,9 @@ def test_importing_sasl_does_not_load_argon2_or_idna():  # DESIGN.md: lazy impor
     assert out.stdout.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("cls", [sasl.Challenge, sasl.Credentials, sasl.Failure, sasl.User, sasl.AuthResult])
+@pytest.mark.parametrize(
+    "cls", [sasl.Challenge, sasl.Credentials, sasl.Failure, sasl.User, sasl.AuthResult, sasl.ScramCredential]
+)
 def test_results_are_frozen_slotted_dataclasses(cls):  # STYLE.md 9
     assert dataclasses.is_dataclass(cls)
     assert cls.__dataclass_params__.frozen

@@ -119,7 +119,8 @@ def test_empty_senders_and_empty_text():
         (line(senders="a..b@x.org"), "malformed local part"),
         (line(senders="a@-x.org"), "malformed domain"),
         (line(senders="a@x..org"), "malformed domain"),
-        (line(senders="a@x.org:extra"), "too many ':'-separated fields"),
+        (line(senders="a@x.org:b@x.org"), "too many ':'-separated fields"),
+        (line(senders="a@x.org:extra"), "bad SCRAM-SHA-256 credential"),  # S-514: the fifth field
         (line(senders='"unterminated@x.org'), "unterminated quoted local part"),
         (line(senders="a" * 65 + "@x.org"), "local part longer than 64 octets"),
     ],

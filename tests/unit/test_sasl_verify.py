@@ -380,3 +380,120 @@ def test_warm_up_makes_the_dummies_once():  # S-510: no extra cost for the first
     warm_up()
     assert (verify_module._dummy_hash(), verify_module._dummy_cram()) == first
     assert verify_module._dummy_hash.cache_info().currsize == 1
+
+
+# --- SCRAM-SHA-256 (S-514) --------------------------------------------------------------
+
+SCRAM_SECRET = b"k" * 32
+
+
+@pytest.fixture(scope="module")
+def scram_users():
+    from sasl import format_credential, make_credential
+
+    pencil = format_credential(make_credential(b"pencil", 64))
+    text = "\n".join(
+        [
+            f"carol:{FAST.hash(b'argon')}:::{pencil}",  # both; PLAIN uses argon2
+            f"dave::::{pencil}",  # SCRAM only (imported from Dovecot)
+            f"erin:{FAST.hash(b'pencil')}::",  # no SCRAM credential
+        ]
+    )
+    return parse(text, "users.db")
+
+
+def scram_fake(name: str):
+    from sasl import fake_credential
+
+    return fake_credential(SCRAM_SECRET, name, 64)
+
+
+def scram_login(users, name: str, password: bytes, fake=scram_fake) -> AuthResult:
+    import scramtest
+
+    def lookup(wanted: str):
+        from sasl import parse_credential
+
+        user = users.get(wanted)
+        return parse_credential(user.scram) if user is not None and user.scram else None
+
+    mechanism = new_mechanism("SCRAM-SHA-256", hostname="h", scram_lookup=lookup, scram_fake=fake)
+    assert mechanism is not None
+    first, bare = scramtest.client_first(name, b"fyko+d2lbbFgONRv9qkxdawL")
+    server_first = mechanism.start(first)
+    assert isinstance(server_first, Challenge)
+    final, expected = scramtest.client_final(password, bare, server_first.data)
+    creds = mechanism.step(final)
+    assert isinstance(creds, Credentials)
+    result = verify(users, creds, scram_fake=fake)
+    assert result.server_final == (expected if result.ok else None)
+    return result
+
+
+@pytest.mark.parametrize("name", ["carol", "dave", "DAVE"])
+def test_scram_right_password(scram_users, name):  # S-514: 334 v=... from server_final
+    result = scram_login(scram_users, name, b"pencil")
+    assert result.ok and result.username == name.lower()
+    assert result.server_final is not None and result.server_final.startswith(b"v=")
+
+
+def test_scram_wrong_password(scram_users):  # S-503
+    assert scram_login(scram_users, "dave", b"pencil!") == AuthResult(False, "dave")
+
+
+def test_scram_unknown_user_and_user_without_scram_fail_alike(scram_users):  # S-510, S-514
+    assert scram_login(scram_users, "mallory", b"pencil") == AuthResult(False, None)
+    assert scram_login(scram_users, "erin", b"pencil") == AuthResult(False, "erin")
+
+
+def test_scram_fake_credential_cannot_be_guessed_into_success(scram_users):  # S-510
+    # Even a client that knows the fake's password (were it one) fails for
+    # an unknown user or one without SCRAM.
+    from sasl import make_credential
+
+    known = make_credential(b"guessed", 64)
+    for name, username in (("mallory", None), ("erin", "erin")):
+        result = scram_login(scram_users, name, b"guessed", fake=lambda name: known)
+        assert result == AuthResult(False, username)
+
+
+def test_scram_without_the_shells_fake_uses_a_per_process_one(scram_users):  # S-514
+    creds = Credentials(mechanism="SCRAM-SHA-256", username="mallory", auth_message=b"a", proof=b"\0" * 32)
+    assert verify(scram_users, creds) == AuthResult(False, None)
+    first = verify_module._dummy_scram("mallory")
+    assert verify_module._dummy_scram("MALLORY") == first and first.iterations == 4096
+
+
+def test_scram_credentials_without_fields_fail(scram_users):  # nothing raises
+    creds = Credentials(mechanism="SCRAM-SHA-256", username="dave")
+    assert verify(scram_users, creds) == AuthResult(False, "dave")
+
+
+def test_plain_against_a_scram_only_user(scram_users):  # S-514
+    assert verify(scram_users, plain("dave", b"pencil")) == AuthResult(True, "dave")
+    assert verify(scram_users, plain("DAVE", b"pencil")) == AuthResult(True, "dave")
+    assert verify(scram_users, plain("dave", b"pencil ")) == AuthResult(False, "dave")
+    assert verify(scram_users, plain("dave", b"")) == AuthResult(False, "dave")
+
+
+def test_plain_uses_argon2_when_the_user_has_both(scram_users):  # S-514: SCRAM only without argon2
+    assert verify(scram_users, plain("carol", b"argon")).ok
+    assert not verify(scram_users, plain("carol", b"pencil")).ok
+
+
+def test_plain_against_a_scram_only_user_also_costs_the_dummy_argon2(scram_users, monkeypatch):  # S-510
+    seen: list[str] = []
+    real = verify_module._password_matches
+    monkeypatch.setattr(verify_module, "_password_matches", lambda phc, pw: seen.append(phc) or real(phc, pw))
+    verify(scram_users, plain("dave", b"pencil"))
+    verify(scram_users, plain("mallory", b"pencil"))
+    assert seen == [verify_module._dummy_hash()] * 2
+
+
+def test_plain_against_a_scram_only_user_built_by_hand_with_a_broken_credential():  # nothing raises
+    from sasl import User, UserDB
+
+    db = UserDB("p", [User("dave", "", None, (), "4096,junk")])
+    assert verify(db, plain("dave", b"pencil")) == AuthResult(False, "dave")
+    creds = Credentials(mechanism="SCRAM-SHA-256", username="dave", auth_message=b"a", proof=b"\0" * 32)
+    assert verify(db, creds) == AuthResult(False, "dave")
