@@ -34,7 +34,7 @@ $(DEMO)/msa.conf:
 	printf '%s\n' '[msa]' \
 	  'hostname = localhost' \
 	  'listen = 127.0.0.1:$(DEMO_STARTTLS_PORT) starttls, 127.0.0.1:$(DEMO_TLS_PORT) tls' \
-	  'tls_cert = cert.pem' 'tls_key = key.pem' 'users = users.db' 'spool = spool' \
+	  'tls_cert = cert.pem' 'tls_key = key.pem' 'users = users.db' 'spool = spool' 'state_dir = state' \
 	  'sendmail = $(CURDIR)/contrib/demo-sendmail $(CURDIR)/$(DEMO)/mail' \
 	  'timeout = 300' > $@
 

@@ -55,6 +55,8 @@ def run(path: str, out: TextIO) -> int:
     except sasl.UserDBError as e:
         problems.extend(e.problems)
 
+    _check_apps(cfg, db, problems, warnings)
+
     if cfg.dkim_keys is not None:
         _check_dkim(cfg, problems, warnings, notes)
 
@@ -79,6 +81,8 @@ def run(path: str, out: TextIO) -> int:
     elif not os.access(parent, os.W_OK):
         warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
 
+    _check_state(cfg, problems)
+
     if cfg.run_as:
         import pwd
 
@@ -94,6 +98,65 @@ def run(path: str, out: TextIO) -> int:
     for p in problems:
         print(p, file=out)
     return 1 if problems else 0
+
+
+def _check_apps(cfg: config_mod.Config, db: object, problems: list[str], warnings: list[str]) -> None:
+    """S-515: the app passwords file parses; its users exist; its senders
+    stay within their users' (else they never match: a warning)."""
+    from sasl import apppass
+
+    if not cfg.app_passwords or not os.path.lexists(cfg.app_passwords):
+        return
+    try:
+        apps = runtime.load_apps(cfg)
+    except apppass.AppPasswordError as e:
+        problems.extend(e.problems)
+        return
+    _readable_by_all(cfg.app_passwords, warnings)
+    if db is not None:
+        warnings.extend(apppass.unknown_users(apps, db))  # type: ignore[arg-type]
+        warnings.extend(apppass.sender_problems(apps, db))  # type: ignore[arg-type]
+
+
+#: The first octets of every SQLite 3 database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_state(cfg: config_mod.Config, problems: list[str]) -> None:
+    """S-1202: serve starts with an unusable state_dir (and warns), but
+    check fails naming it. Nothing is created here: files check made as
+    root would not be writable by run_as."""
+    from server.state import FILENAME
+
+    where = f"{cfg.where('state_dir')}: state_dir"
+    directory = cfg.state_dir
+    if not os.path.exists(directory):
+        parent = os.path.dirname(directory) or "."
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            problems.append(f"{where}: {directory} does not exist and {parent} is not a writable directory")
+        return
+    if not os.path.isdir(directory):
+        problems.append(f"{where}: {directory} is not a directory")
+        return
+    if not os.access(directory, os.W_OK | os.X_OK):
+        problems.append(f"{where}: {directory} is not writable by this user")
+        return
+    path = os.path.join(directory, FILENAME)
+    if not os.path.lexists(path):
+        return
+    if not os.path.isfile(path):
+        problems.append(f"{where}: {path} is not a regular file")
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as e:
+        problems.append(f"{where}: cannot read {path}: {e.strerror}")
+        return
+    if head and head != _SQLITE_MAGIC:
+        problems.append(f"{where}: {path} is not an SQLite database; move it away (msa makes a new one)")
+    elif not os.access(path, os.W_OK):
+        problems.append(f"{where}: {path} is not writable by this user")
 
 
 #: Room for what msa adds to a message (Received:, Date:, Message-ID:, and

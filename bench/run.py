@@ -315,6 +315,10 @@ class Bench:
             "max_connections_per_ip": 3000,
             "timeout": 300,
             "sendmail_timeout": 120,
+            # S-1201 on, high enough never to refuse: every authenticated
+            # message reads and writes the state store, as in production.
+            "limit_messages": "100000000/1h",
+            "limit_recipients": "100000000/24h",
         }
         values.update(extra)
         return values

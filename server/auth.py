@@ -3,18 +3,24 @@
 Order (DESIGN.md): the per-IP delay first (it never holds an argon2 slot,
 S-511), then the verified-credential cache (S-512), then a bounded wait
 for an argon2 slot (30 s, else 454 4.7.0, S-503), then `sasl.verify`.
-The tables are pure objects from sasl/; this module holds their lock.
+Login failures live in the state store (server/state.py), so the delay
+holds across restarts and inetd processes; the cache is a pure object from
+sasl/ and this module holds its lock.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import Counter
 from typing import Any
 from collections.abc import Callable
 
 import sasl
-from sasl import AuthResult, CredentialCache, Failure, Throttle, client_key
+import sasl.scram
+from sasl import AuthResult, CredentialCache, Failure, client_key
+from sasl.limits import SCRAM_DEFAULT_ITERATIONS
 
 from . import maillog
 
@@ -25,47 +31,97 @@ class Authenticator:
     def __init__(self, server: Any, cache_ttl: float) -> None:
         self.server = server
         self._lock = threading.Lock()
-        self.throttle = Throttle()
+        self._secret: bytes | None = None  # S-514's salt secret, from the state store
+        self._fake_for: Any = None  # the UserDB _fake_iterations was counted in
+        self._fake_iterations = SCRAM_DEFAULT_ITERATIONS
         self.cache = CredentialCache(cache_ttl)
 
     def mechanism_factory(self, hostname: str) -> Callable[[str], Any]:
         def make(name: str) -> Any:
-            return sasl.new_mechanism(name, hostname=hostname)
+            return sasl.new_mechanism(name, hostname=hostname, scram_lookup=self._scram_lookup,
+                                      scram_fake=self._scram_fake)
 
         return make
 
+    # -- SCRAM-SHA-256 (S-514) ------------------------------------------------------
+    def _scram_lookup(self, name: str) -> Any:
+        users = self.server.runtime.users
+        user = users.get(name) if users is not None else None
+        if user is None or not user.scram:
+            return None
+        cred = sasl.scram.parse_credential(user.scram)
+        return cred if isinstance(cred, sasl.scram.ScramCredential) else None
+
+    def _scram_fake(self, name: str) -> Any:
+        """What an unknown user seems to have: a salt from the state store's
+        secret (the same in every process and after restarts) and the
+        iteration count most users have, so it cannot be told apart."""
+        users = self.server.runtime.users
+        with self._lock:
+            if self._fake_for is not users:
+                counts = Counter(
+                    cred.iterations for user in (users or ()) if user.scram
+                    if isinstance(cred := sasl.scram.parse_credential(user.scram), sasl.scram.ScramCredential)
+                )
+                self._fake_iterations = counts.most_common(1)[0][0] if counts else SCRAM_DEFAULT_ITERATIONS
+                self._fake_for = users
+            iterations = self._fake_iterations
+        if self._secret is None:
+            self._secret = self.server.state.secret("scram-unknown-user-salt", lambda: os.urandom(32))
+            if self._secret is None:  # the store fails (warned once): this process's own
+                self._secret = os.urandom(32)
+        return sasl.scram.fake_credential(self._secret, name, iterations)
+
     def check(self, session: Any, ev: Any) -> AuthResult:
         key = client_key(session.ip)
-        with self._lock:
-            delay = self.throttle.delay(key)
+        store = self.server.state
+        delay = store.delay(key)
         if delay > 0:
             time.sleep(delay)
         creds = ev.credentials
+        app = None
         if isinstance(creds, Failure):
             result = AuthResult(False, None)
             name = ""
         else:
-            result = self._verify(creds)
+            app = self._app_password(creds)
+            result = AuthResult(True, app.user) if app is not None else self._verify(creds)
             name = creds.username.lower()
-        with self._lock:  # S-511: a success forgets only its own name's failures
-            if result.ok:
-                self.throttle.succeeded(key, name)
-            elif not result.temporary:
-                self.throttle.failed(key, name)
         if result.ok:
-            maillog.auth_ok(session.sid, session.client, ev.mechanism, result.username or "")
+            if delay > 0:  # S-511: a success forgets only its own name's failures (if any)
+                store.succeeded(key, name)
+        elif not result.temporary:
+            store.failed(key, name)
+        if result.ok:
+            session.policy.app = app  # S-515: its senders narrow the user's
+            maillog.auth_ok(session.sid, session.client, ev.mechanism, result.username or "",
+                            app.label if app is not None else None)
         elif result.temporary:
             maillog.warning(f"{session.client}: SASL {ev.mechanism} authentication aborted: no verification slot")
         else:
             maillog.auth_failed(session.client, ev.mechanism, result.username, "authentication failure")
         return result
 
+    def _app_password(self, creds: Any) -> Any:
+        """The app password PLAIN or LOGIN sent for an existing user, or None
+        (S-515): found by its identifier, one fast hash, no argon2 slot.
+        Anything else, a revoked one included, is then checked as the main
+        password and fails like a wrong one, with the same delay."""
+        runtime = self.server.runtime
+        if creds.password is None or not runtime.apps or runtime.users is None:
+            return None
+        user = runtime.users.get(creds.username)
+        return runtime.apps.find(user.name, creds.password) if user is not None else None
+
     def _verify(self, creds: Any) -> AuthResult:
         users = self.server.runtime.users
         user = users.get(creds.username)
+        if creds.mechanism == "SCRAM-SHA-256":  # HMACs only: no argon2 slot
+            return sasl.verify(users, creds, scram_fake=self._scram_fake)
+        stored = (user.argon2 or user.scram or "") if user is not None else ""  # S-512: a change misses
         if user is not None and creds.password is not None:
             with self._lock:
-                if self.cache.hit(user.name, creds.password, user.argon2):
+                if self.cache.hit(user.name, creds.password, stored):
                     return AuthResult(True, user.name)
         if not self.server.argon2_slots.acquire(timeout=SLOT_WAIT):
             return AuthResult(False, user.name if user else None, temporary=True)
@@ -76,5 +132,5 @@ class Authenticator:
             self.server.argon2_slots.release()
         if result.ok and user is not None and creds.password is not None:
             with self._lock:
-                self.cache.remember(user.name, creds.password, user.argon2)
+                self.cache.remember(user.name, creds.password, stored)
         return result

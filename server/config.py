@@ -47,6 +47,25 @@ class SmtpRelay:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """`N/PERIOD`: at most `count` in any `seconds` (S-1201)."""
+
+    count: int
+    seconds: float
+    text: str  # as written, for the log and `msa.py limits`
+
+    def __str__(self) -> str:
+        return self.text
+
+
+#: S-1201 periods: a number and a unit; at most a week, which is what the
+#: state store keeps (server/state.py MAX_WINDOW).
+_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LIMIT = re.compile(r"(?P<count>\d{1,9})\s*/\s*(?P<n>\d{1,6})(?P<unit>[smhd])\Z")
+MAX_LIMIT_PERIOD = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     hostname: str
@@ -76,6 +95,11 @@ class Config:
     hashcash_bits: int = 0  # S-1106; 0: off
     hashcash_max_stamps: int = 5
     hashcash_time_budget: float = 3.0
+    auth_scram: bool = False  # S-514
+    app_passwords: str = ""  # the app passwords file (S-515); absent = none
+    state_dir: str = "/var/lib/msa"  # S-1202
+    limit_messages: Limit | None = None  # S-1201; None: off
+    limit_recipients: Limit | None = None
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -127,6 +151,11 @@ _DEFAULTS: dict[str, str] = {
     "hashcash_bits": "0",
     "hashcash_max_stamps": "5",
     "hashcash_time_budget": "3",
+    "auth_scram": "no",
+    "app_passwords": "app-passwords.db",
+    "state_dir": "/var/lib/msa",
+    "limit_messages": "200/1h",
+    "limit_recipients": "2000/24h",
 }
 
 _SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
@@ -394,6 +423,21 @@ def parse(text: str, path: str) -> Config:
                             "give one of them")  # fmt: skip
         timeout_key = "handoff_timeout"
 
+    def limit(key: str) -> Limit | None:
+        raw = values[key]
+        if raw == "0":
+            return None
+        m = _LIMIT.match(raw)
+        seconds = int(m.group("n")) * _PERIOD_UNITS[m.group("unit")] if m else 0
+        if m is None or int(m.group("count")) == 0:
+            problems.append(f"{where(key)}: {key} must be N/PERIOD (like 200/1h, 30m, 24h or 7d) or 0 for "
+                            f"no limit, not {raw!r}")  # fmt: skip
+            return None
+        if not 0 < seconds <= MAX_LIMIT_PERIOD:
+            problems.append(f"{where(key)}: {key}: the period must be between 1s and 7d, not {m.group('n')}{m.group('unit')}")
+            return None
+        return Limit(int(m.group("count")), float(seconds), raw)
+
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
         problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
@@ -427,6 +471,11 @@ def parse(text: str, path: str) -> Config:
         hashcash_bits=integer("hashcash_bits", 0, 32),
         hashcash_max_stamps=integer("hashcash_max_stamps", 0, 100),
         hashcash_time_budget=number("hashcash_time_budget", 0, 60),
+        auth_scram=boolean("auth_scram"),
+        app_passwords=rel(values["app_passwords"]),
+        state_dir=rel(values["state_dir"]),
+        limit_messages=limit("limit_messages"),
+        limit_recipients=limit("limit_recipients"),
         lines=lines,
     )
     if problems:

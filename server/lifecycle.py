@@ -99,9 +99,10 @@ def _notify(state: str) -> None:
         pass
 
 
-def drop_privileges(user: str, spool_dir: str) -> None:
-    """Become `user` after binding (DESIGN.md): the spool directory is
-    handed to that user first, since it writes and removes the files."""
+def drop_privileges(user: str, spool_dir: str, state_dir: str | None = None) -> None:
+    """Become `user` after binding (DESIGN.md): the spool directory and the
+    state directory with its files are handed to that user first, since it
+    writes and removes the files."""
     import pwd
 
     try:
@@ -114,6 +115,13 @@ def drop_privileges(user: str, spool_dir: str) -> None:
         raise StartupError([f"run_as: switching to {user} needs root"])
     try:
         os.chown(spool_dir, pw.pw_uid, pw.pw_gid)
+        if state_dir is not None and os.path.isdir(state_dir):
+            from .state import FILENAME
+
+            os.chown(state_dir, pw.pw_uid, pw.pw_gid)
+            for name in (FILENAME, FILENAME + "-wal", FILENAME + "-shm"):
+                if os.path.isfile(os.path.join(state_dir, name)):
+                    os.chown(os.path.join(state_dir, name), pw.pw_uid, pw.pw_gid)
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
@@ -149,6 +157,10 @@ def serve(cfg: Config) -> int:
         return 1
     if removed:
         maillog.warning(f"removed {removed} stale spool file(s) from {cfg.spool}")
+    try:  # S-1202: made 0700 when missing; a problem is a warning, never a refusal to start
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        maillog.warning(f"{cfg.where('state_dir')}: state_dir: cannot create {cfg.state_dir}: {e.strerror}")
     sasl.warm_up()  # S-510: the first unknown user costs what a known one does
     _preload()
     server = Server(runtime)
@@ -174,11 +186,17 @@ def serve(cfg: Config) -> int:
         return 1
     if cfg.run_as:
         try:
-            drop_privileges(cfg.run_as, cfg.spool)
+            drop_privileges(cfg.run_as, cfg.spool, cfg.state_dir)
         except StartupError as e:
             for p in e.problems:
                 print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
             return 1
+
+    from .state import open_problem
+
+    if problem := open_problem(cfg.state_dir):  # as the user that will write it
+        maillog.warning(f"{cfg.where('state_dir')}: state store: {problem}; sending limits are not applied "
+                        "and login delays hold in this process only until it works")  # fmt: skip
 
     stop = threading.Event()
     hup = threading.Event()
@@ -210,10 +228,11 @@ def serve(cfg: Config) -> int:
                  + (", session threads on one CPU" if pinned else ""))
     _notify("READY=1")
 
-    stamp = _users_stamp(cfg.users)
+    watched = [cfg.users] + ([cfg.app_passwords] if cfg.app_passwords else [])
+    stamp = [_users_stamp(path) for path in watched]
     while not stop.is_set():
         stop.wait(WATCH_INTERVAL)
-        new_stamp = _users_stamp(cfg.users)
+        new_stamp = [_users_stamp(path) for path in watched]
         if hup.is_set() or new_stamp != stamp:
             hup.clear()
             stamp = new_stamp

@@ -209,8 +209,16 @@ def tls_failed(sid: str, client: str, reason: str) -> None:
     _info("%s: SSL_accept error from %s: %s", sid, client, esc(reason))
 
 
-def auth_ok(sid: str, client: str, method: str, user: str) -> None:
-    _info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
+def auth_ok(sid: str, client: str, method: str, user: str, app: str | None = None) -> None:
+    """``app``: the label of the app password used (S-515)."""
+    client_line(sid, client, method, user, app)
+
+
+def client_line(sid: str, client: str, method: str, user: str, app: str | None) -> None:
+    if app is not None:
+        _info("%s: client=%s, sasl_method=%s, sasl_username=%s, app=%s", sid, client, method, esc(user), esc(app))
+    else:
+        _info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
 
 
 def auth_failed(client: str, method: str, user: str | None, reason: str) -> None:
@@ -220,9 +228,9 @@ def auth_failed(client: str, method: str, user: str | None, reason: str) -> None
     )
 
 
-def client(qid: str, client: str, method: str | None, user: str | None) -> None:
+def client(qid: str, client: str, method: str | None, user: str | None, app: str | None = None) -> None:
     if user:
-        _info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, client, method, esc(user))
+        client_line(qid, client, method or "", user, app)
     else:
         _info("%s: client=%s", qid, client)
 
@@ -238,7 +246,8 @@ def delivered(qid: str, rcpt: str, delay: float, status: str, detail: str, relay
 
 
 def reject(sid: str, command: str, client: str, reply: str, sender: str | None, rcpt: str | None,
-           helo: str | None, hint: str | None = None) -> None:
+           helo: str | None, hint: str | None = None, *, limit: str | None = None,
+           user: str | None = None) -> None:
     """``reply`` may carry client text (an address in a 550): escaped too.
     ``hint``: what the administrator could do, after the Postfix fields."""
     extra = []
@@ -248,6 +257,10 @@ def reject(sid: str, command: str, client: str, reply: str, sender: str | None, 
         extra.append(f"to=<{esc(rcpt)}>")
     if helo is not None:
         extra.append(f"helo=<{esc(helo)}>")
+    if limit is not None:  # S-1201
+        extra.append(f"limit={esc(limit)}")
+    if user is not None:
+        extra.append(f"sasl_username={esc(user)}")
     tail = "; " + " ".join(extra) if extra else ""
     if hint is not None:
         tail += f"; hint: {esc(hint, 2 * MAX_VALUE)}"

@@ -32,6 +32,7 @@ class Runtime:
     ssl_context: ssl.SSLContext | None
     users: Any  # sasl.UserDB (empty when the file is missing)
     dkim: Any = None  # server.dkim_keys.KeySet when dkim_keys is set
+    apps: Any = None  # sasl.apppass.AppPasswords (empty when the file is missing)
 
     def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
         c = self.config
@@ -40,6 +41,8 @@ class Runtime:
             mechanisms = ("PLAIN", "LOGIN")
             if self.users is not None and getattr(self.users, "all_have_cram", False):
                 mechanisms += ("CRAM-MD5",)  # S-202: only when every user can use it
+            if c.auth_scram and self.users is not None and getattr(self.users, "all_have_scram", False):
+                mechanisms += ("SCRAM-SHA-256",)  # S-514: the same rule
         return Settings(
             hostname=c.hostname,
             max_message_size=c.max_message_size,
@@ -142,6 +145,8 @@ class Server:
         self.tls_refusal_slots = threading.BoundedSemaphore(8)
         self.auth: Any = None  # server.auth.Authenticator, once built
         self._handoff: Any = None  # server.handoff.Kind, made on first use
+        self._state: Any = None  # server.state.Store, made on first use
+        self._limits: Any = None  # server.limits.SendingLimits, made on first use
         self.affinity = CpuAffinity()  # pinned by serve (server/affinity.py)
         self.random = RandomPool()  # ids and Message-IDs
 
@@ -156,6 +161,30 @@ class Server:
                 if self._handoff is None:
                     self._handoff = handoff.make(self._runtime.config, self.affinity)
         return self._handoff
+
+    @property
+    def state(self) -> Any:
+        """The state store (server/state.py), made when first needed: an
+        inetd session that never authenticates does not import sqlite3."""
+        if self._state is None:
+            from .state import Store
+
+            with self._lock:
+                if self._state is None:
+                    self._state = Store(self._runtime.config.state_dir)
+        return self._state
+
+    @property
+    def limits(self) -> Any:
+        """The sending limits (server/limits.py) over the state store."""
+        if self._limits is None:
+            from .limits import SendingLimits
+
+            store = self.state
+            with self._lock:
+                if self._limits is None:
+                    self._limits = SendingLimits(store, self._runtime.config)
+        return self._limits
 
     def close_handoff(self) -> None:
         """At shutdown: kept connections to the MTA get QUIT."""
@@ -205,6 +234,22 @@ def load_users(cfg: Config, warn: Callable[[str], None] = maillog.warning) -> sa
     except files.FileProblem as e:
         raise sasl.UserDBError([f"{cfg.where('users')}: users: {e}"]) from None
     return sasl.parse_bytes(data, cfg.users)
+
+
+def load_apps(cfg: Config) -> Any:
+    """The app passwords (S-515); a missing file is none. AppPasswordError
+    lists the problems as PATH:LINE: why."""
+    from sasl import apppass
+
+    if not cfg.app_passwords:
+        return apppass.AppPasswords("")
+    try:
+        data = files.read_regular(cfg.app_passwords, files.USERS_MAX_OCTETS)
+    except files.FileMissing:
+        return apppass.AppPasswords(cfg.app_passwords)
+    except files.FileProblem as e:
+        raise apppass.AppPasswordError([f"{cfg.where('app_passwords')}: app_passwords: {e}"]) from None
+    return apppass.parse_bytes(data, cfg.app_passwords)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -269,6 +314,13 @@ def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = Fal
         users = load_users(cfg)
     except sasl.UserDBError as e:
         problems.extend(e.problems)
+    from sasl import apppass
+
+    apps = None
+    try:
+        apps = load_apps(cfg)
+    except apppass.AppPasswordError as e:
+        problems.extend(e.problems)
     dkim = None
     try:
         dkim = load_dkim(cfg, previous.dkim if previous is not None else None, lazy=lazy)
@@ -276,4 +328,4 @@ def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = Fal
         problems.extend(e.problems)
     if problems:
         raise StartupError(problems)
-    return Runtime(cfg, ctx, users, dkim)
+    return Runtime(cfg, ctx, users, dkim, apps)

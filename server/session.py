@@ -25,6 +25,7 @@ from smtp_states import (
     DataStart,
     Event,
     MailFrom,
+    Quota,
     Refused,
     Reset,
     StartTls,
@@ -40,14 +41,26 @@ RECV_SIZE = 64 * 1024  # DESIGN.md: tuned by `make bench`
 
 
 class _Policy:
-    """smtp_states.Policy over the current users database (S-601)."""
+    """smtp_states.Policy over the current users database (S-601), the
+    senders of the app password the session logged in with (S-515) and the
+    sending limits (S-1201)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.app: Any = None  # the sasl.apppass.AppPassword used, if any
 
     def may_send_as(self, user: str, address: str) -> bool:
         users = self.server.runtime.users
-        return users is not None and users.may_send_as(user, address)
+        if users is None or not users.may_send_as(user, address):
+            return False
+        if self.app is None:
+            return True
+        from sasl import apppass
+
+        return apppass.may_send_as(self.app, address)
+
+    def quota(self, user: str) -> Quota:
+        return self.server.limits.quota(user)
 
 
 class Session:
@@ -60,6 +73,7 @@ class Session:
         self.sid = server.random.new_id()
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
+        self.policy = _Policy(server)  # knows the app password the session logged in with
         self.spool: SpoolFile | None = None
         self.header: Any = None  # headers.HeaderReader, made at DATA
         self.digest: Any = None  # pipeline.BodyDigest while DKIM keys exist, made at DATA
@@ -112,7 +126,7 @@ class Session:
         factory = self.server.auth.mechanism_factory(cfg.hostname) if self.server.auth else None
         conn = Connection(
             runtime.settings(factory, starttls=self.transport.can_starttls),
-            _Policy(self.server),
+            self.policy,
             tls=self.implicit_tls,
             trusted=cfg.is_trusted(self.ip),
         )
@@ -186,7 +200,8 @@ class Session:
                 self.qid = self.sid if self._messages == 0 else self.server.random.new_id()
                 self._messages += 1
                 if self.qid != self.sid or conn.user is None:  # else logged at AUTH
-                    maillog.client(self.qid, self.client, self.method, conn.user)
+                    app = self.policy.app.label if self.policy.app is not None else None
+                    maillog.client(self.qid, self.client, self.method, conn.user, app)
             elif isinstance(ev, Reset):
                 self._drop_spool()
             elif isinstance(ev, Refused):
@@ -231,6 +246,17 @@ class Session:
         return True
 
     def _log_refusal(self, ev: Refused) -> None:
+        conn = self.conn
+        if ev.reply in (R.RATE_LIMITED, R.RECIPIENT_LIMIT) and conn is not None and conn.user is not None:
+            # S-1201: the first refusal of a window is logged, once.
+            kind = "messages" if ev.reply is R.RATE_LIMITED else "recipients"
+            limit = self.server.limits.first_refusal(conn.user, kind)
+            if limit is not None:
+                rcpt = ev.argument if ev.command == "RCPT" else None
+                sender = ev.argument if ev.command == "MAIL" else ev.sender
+                maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo,
+                               limit=limit, user=conn.user)
+            return
         if ev.command in ("MAIL", "RCPT", "DATA") or ev.reply.code in (421, 530, 550):
             conn = self.conn
             rcpt = ev.argument if ev.command == "RCPT" else None
@@ -363,6 +389,8 @@ class Session:
                 maillog.warning(f"{qid}: the MTA may have the message although msa answered {result.reply}; "
                                 "the client may send it again")
             if result.reply is None:
+                if self.conn is not None and self.conn.user is not None:  # S-1201: counted once accepted
+                    self.server.limits.record(self.conn.user, len(env.recipients))
                 return R.queued(qid)
             return result.reply
         finally:
@@ -432,8 +460,7 @@ class Session:
             return b"", 0, R.HEADER_TOO_LARGE  # S-703
         user = conn.user
         if user is not None:  # S-602: trusted clients are not checked
-            users = self.server.runtime.users
-            problem = headers.check_senders(block, lambda address: users.may_send_as(user, address))
+            problem = headers.check_senders(block, lambda address: self.policy.may_send_as(user, address))
             if problem is not None:
                 return b"", 0, problem
         fixed = headers.fix(block, ctx)

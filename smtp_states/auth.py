@@ -48,9 +48,17 @@ class AuthExchange:
         )
 
     def auth_done(self, result: Any) -> list[Event]:
-        """Answer an AuthCheck with a verify.AuthResult (ok, username, temporary)."""
+        """Answer an AuthCheck with a verify.AuthResult (ok, username,
+        temporary, server_final). A SCRAM success first sends the server's
+        final message as a challenge; the client's empty answer completes
+        the exchange (RFC 5802 §5, RFC 4954 §4; S-514)."""
         self._paused = None
         events: list[Event] = []
+        if result.ok and getattr(result, "server_final", None):
+            self._mech = _ScramFinal(result.username)
+            self.state = State.AUTH
+            self._send(R.Reply(334, "", base64.b64encode(result.server_final).decode("ascii")))
+            return events + self._run(None)
         if result.ok:
             self.user = result.username
             self._send(R.AUTH_OK)
@@ -115,6 +123,16 @@ class AuthExchange:
             self._end_auth()
             self._reply(R.AUTH_BAD_BASE64, events, "AUTH")
             return
+        if isinstance(self._mech, _ScramFinal):
+            user = self._mech.username
+            self._end_auth()
+            if decoded:  # RFC 5802 §5: the client's last message is empty
+                self._auth_failures += 1
+                self._reply(R.AUTH_INVALID, events, "AUTH")
+                return
+            self.user = user
+            self._send(R.AUTH_OK)
+            return
         self._auth_step(self._mech, self._mech.step(decoded), events)
 
     def _auth_step(self, mech: Any, step: Any, events: list[Event]) -> None:
@@ -137,6 +155,16 @@ class AuthExchange:
         if self.state is State.AUTH:
             self.state = State.GREETED
 
+
+
+class _ScramFinal:
+    """The step after a verified SCRAM proof: the server's signature was
+    sent; the user is authenticated once the client answers empty."""
+
+    __slots__ = ("username",)
+
+    def __init__(self, username: str) -> None:
+        self.username = username
 
 
 def _b64decode(text: bytes) -> bytes | None:

@@ -86,6 +86,8 @@ RECIPIENT_NOT_UTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 SENDER_NOT_FQDN = Reply(554, "5.1.8", "Sender domain must be fully qualified")
 RECIPIENT_NOT_FQDN = Reply(554, "5.1.2", "Recipient domain must be fully qualified")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+RATE_LIMITED = Reply(450, "4.7.1", "Sending rate limit exceeded; try again later")  # S-1201
+RECIPIENT_LIMIT = Reply(452, "4.5.3", "Recipient limit reached; try again later")  # S-1201
 
 # -- DATA (S-207, §3) ------------------------------------------------------------
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")

@@ -153,6 +153,7 @@ def write_config(directory: Path, certs: Certs | None, **overrides: object) -> P
         "listen": "127.0.0.1:0 starttls, 127.0.0.1:0 tls" if certs else "127.0.0.1:0 starttls",
         "spool": str(directory / "spool"),
         "users": str(directory / "users.db"),
+        "state_dir": str(directory / "state"),
         "sendmail": f"{sys.executable} {RECORDER} {outbox}",
         "trusted_networks": "127.0.0.0/8, ::1/128",
         "timeout": 30,
@@ -351,10 +352,11 @@ HDR = b"From: alice@example.org\r\nDate: Wed, 25 Nov 2026 18:48:03 +0100\r\nMess
 _USER_LINES: dict[tuple, str] = {}
 
 
-def add_user(users_db: Path | str, name: str, password: str, senders: list[str] = (), cram: bool = False) -> None:
+def add_user(users_db: Path | str, name: str, password: str, senders: list[str] = (), cram: bool = False,
+             scram: bool = False) -> None:
     """Add a user with the real `msa.py user add` command (made once per
     distinct user in a scratch file, then appended as that command wrote it)."""
-    key = (name, password, tuple(senders), cram)
+    key = (name, password, tuple(senders), cram, scram)
     if key not in _USER_LINES:
         import tempfile
 
@@ -365,6 +367,8 @@ def add_user(users_db: Path | str, name: str, password: str, senders: list[str] 
                 args += ["--sender", s]
             if cram:
                 args.append("--cram-md5")
+            if scram:
+                args.append("--scram")
             p = subprocess.run(args, input=password + "\n", capture_output=True, text=True, timeout=60)
             assert p.returncode == 0, p.stderr
             _USER_LINES[key] = db.read_text()

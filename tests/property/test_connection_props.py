@@ -37,6 +37,7 @@ from smtp_states import (
     DataStart,
     Event,
     MailFrom,
+    Quota,
     RcptTo,
     Reset,
     Settings,
@@ -133,6 +134,9 @@ client_bytes = st.tuples(
 class Policy:
     def may_send_as(self, user: str, address: str) -> bool:
         return address.endswith("@example.com")
+
+    def quota(self, user: str) -> Quota:
+        return Quota()
 
 
 def new_connection(

@@ -29,6 +29,7 @@ from smtp_states import (
     Ehlo,
     Event,
     MailFrom,
+    Quota,
     RcptTo,
     Refused,
     Reply,
@@ -65,12 +66,18 @@ def plain(user: str = "alice", password: bytes = PASSWORD, authzid: str = "") ->
 class OwnPolicy:
     """`user` owns user@example.com, and alice also owns alice@[192.0.2.1]."""
 
-    def __init__(self) -> None:
+    def __init__(self, quota: Quota | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.limits = quota or Quota()
+        self.quota_calls: list[str] = []
 
     def may_send_as(self, user: str, address: str) -> bool:
         self.calls.append((user, address))
         return address.lower() in (f"{user}@example.com", f"{user}@[192.0.2.1]")
+
+    def quota(self, user: str) -> Quota:
+        self.quota_calls.append(user)
+        return self.limits
 
 
 def check_credentials(ev: AuthCheck) -> sasl.AuthResult:
@@ -1003,6 +1010,43 @@ def test_sender_reply_names_the_authenticated_user():  # S-601
         s.one(b"MAIL FROM:<alice@example.com>")
         == "550 5.7.1 Sender address <alice@example.com> not owned by user bob"
     )
+
+
+def test_message_over_the_limit_gets_450_at_mail():  # S-1201
+    s = authenticated()
+    s.policy.limits = Quota(message_ok=False)
+    assert s.one(b"MAIL FROM:<alice@example.com>") == "450 4.7.1 Sending rate limit exceeded; try again later"
+    assert s.of(MailFrom) == []
+    refused = s.of(Refused)[-1]
+    assert refused.command == "MAIL" and refused.reply.code == 450
+    # Not in a transaction: a pipelined RCPT gets 503, nothing is queued.
+    assert s.one(b"RCPT TO:<bob@example.net>").startswith("503 ")
+    s.policy.limits = Quota()
+    assert s.one(b"MAIL FROM:<alice@example.com>") == "250 2.1.0 Ok"
+
+
+def test_recipient_past_the_limit_gets_452_and_earlier_ones_stand():  # S-1201
+    s = authenticated()
+    s.policy.limits = Quota(recipients_left=2)
+    in_transaction(s)
+    assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+    assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"  # the same one again costs nothing
+    assert s.one(b"RCPT TO:<b@example.net>") == "250 2.1.5 Ok"
+    assert s.one(b"RCPT TO:<c@example.net>") == "452 4.5.3 Recipient limit reached; try again later"
+    assert s.one(b"DATA") == "354 End data with <CR><LF>.<CR><LF>"
+    s.ask(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    assert s.delivered[-1].envelope.recipients == ("a@example.net", "b@example.net")
+
+
+def test_limits_are_asked_only_for_authenticated_users():  # S-1201: trusted networks are not limited
+    s = trusted()
+    s.policy.limits = Quota(message_ok=False, recipients_left=0)
+    assert s.one(b"MAIL FROM:<anyone@example.org>") == "250 2.1.0 Ok"
+    assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+    assert s.policy.quota_calls == []
+    a = authenticated()
+    in_transaction(a)
+    assert a.policy.quota_calls == ["alice"]
 
 
 def test_null_sender_is_allowed_to_authenticated_users():  # S-601

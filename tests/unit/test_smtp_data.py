@@ -16,6 +16,7 @@ from smtp_states import (
     DataStart,
     Event,
     RcptTo,
+    Quota,
     Reset,
     Settings,
 )
@@ -302,6 +303,9 @@ def test_dot_lines_cost_no_python_line_each(unit):  # S-303
 class Policy:
     def may_send_as(self, user: str, address: str) -> bool:
         return True
+
+    def quota(self, user: str) -> Quota:
+        return Quota()
 
 
 class Client:
