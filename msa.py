@@ -55,6 +55,18 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
         from admin import pgpcmd
 
         pgpcmd.build_parser(sp)
+    sp = sub.add_parser("app", help="app passwords: one revocable password per device")
+    conf(sp)
+    if with_user:
+        from admin import appcmd
+
+        appcmd.build_parser(sp)
+    sp = sub.add_parser("limits", help="sending counts per user in the current windows; reset USER clears them")
+    conf(sp)
+    if with_user:
+        from admin import limitscmd
+
+        limitscmd.build_parser(sp)
     return p
 
 
@@ -85,13 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "user":
         from admin import usercmd
 
-        path = args.users
+        path, apps = args.users, None
         if path is None:
             cfg = _load_config(args.config)
             if cfg is None:
                 return 1
             path = cfg.users  # type: ignore[attr-defined]
-        return usercmd.run(args, path)
+            apps = cfg.app_passwords or None  # type: ignore[attr-defined]
+        return usercmd.run(args, path, apps_path=apps)
+    if args.command == "app":
+        from admin import appcmd
+
+        cfg = _load_config(args.config)
+        if cfg is None:
+            return 1
+        return appcmd.run(args, cfg)
     if args.command == "dkim":
         from admin import dkimcmd
 
@@ -106,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None:
             return 1
         return pgpcmd.run(args, cfg)
+    if args.command == "limits":
+        from admin import limitscmd
+
+        cfg = _load_config(args.config)
+        if cfg is None:
+            return 1
+        return limitscmd.run(args, cfg)
     cfg = _load_config(args.config, inetd=args.command == "inetd")
     if cfg is None:
         return 1

@@ -32,7 +32,8 @@ from sasl import (
     User, UserDB, UserDBError, add_users, check_sender, decode, delete_user, hash_password, name_problem,
     nondefault_params, parse, replace_user,
 )  # fmt: skip
-from sasl.limits import MAX_PASSWORD_OCTETS
+from sasl import scram
+from sasl.limits import MAX_PASSWORD_OCTETS, SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS
 from sasl.md5state import cram_md5_credential
 from sasl.verify import argon2_problem
 
@@ -91,19 +92,46 @@ def build_parser(user_parser: argparse.ArgumentParser) -> None:
     add.add_argument("--sender", action="append", default=[], metavar="ADDR", help=_SENDER_HELP)
     for sub in (add, passwd):
         sub.add_argument("--cram-md5", action="store_true", help="also store a CRAM-MD5 credential")
+        sub.add_argument("--scram", action="store_true", help="also store a SCRAM-SHA-256 credential")
+        sub.add_argument("--scram-iterations", type=_iterations, default=None, metavar="N",
+                         help=f"PBKDF2 iterations of the SCRAM credential (default {SCRAM_DEFAULT_ITERATIONS}, "
+                         f"at most {SCRAM_MAX_ITERATIONS})")
         sub.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     senders.add_argument("addresses", nargs="+", metavar="ADDR")
     command("list", "list users and their senders (never hashes)")
-    imports = command("import", "add users from Dovecot passwd-files ({ARGON2ID}, {CRAM-MD5})")
+    imports = command("import", "add users from Dovecot passwd-files ({ARGON2ID}, {CRAM-MD5}, {SCRAM-SHA-256})")
     imports.add_argument("files", nargs="+", metavar="FILE")
+
+
+def _iterations(text: str) -> int:
+    if not text.isdigit() or not SCRAM_MIN_ITERATIONS <= int(text) <= SCRAM_MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from {SCRAM_MIN_ITERATIONS} to "
+                                         f"{SCRAM_MAX_ITERATIONS} (S-514)")  # fmt: skip
+    return int(text)
+
+
+def _scram(args: argparse.Namespace, password: bytes, before: User | None = None) -> str | None:
+    """The SCRAM credential to store: with --scram, or when the user had one
+    (kept, it would keep the old password valid), at the iterations asked
+    for, else those it had, else the default."""
+    iterations = getattr(args, "scram_iterations", None)
+    old = scram.parse_credential(before.scram) if before is not None and before.scram else None
+    if not getattr(args, "scram", False) and iterations is None and not isinstance(old, scram.ScramCredential):
+        return None
+    if iterations is None:
+        iterations = old.iterations if isinstance(old, scram.ScramCredential) else SCRAM_DEFAULT_ITERATIONS
+    return scram.format_credential(scram.make_credential(password, iterations))
 
 
 def run(
     args: argparse.Namespace, users_path: str, *,
     stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None,
+    apps_path: str | None = None,
 ) -> int:  # fmt: skip
-    """Run the parsed ``user`` subcommand on ``users_path``; the exit status."""
+    """Run the parsed ``user`` subcommand on ``users_path``; the exit status.
+    ``apps_path``: the app passwords file, whose lines ``del`` removes too."""
     streams = _Streams(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
+    args.apps_path = apps_path
     try:
         _COMMANDS[args.user_command](args, users_path, streams)
     except _Fail as failure:
@@ -260,9 +288,12 @@ def _add(args: argparse.Namespace, path: str, streams: _Streams) -> None:
         raise _Fail(1, f"{path}: user {name} already exists")
     password = _password(args, name, streams)
     cram = cram_md5_credential(password) if args.cram_md5 else None
-    user = User(name, hash_password(password), cram, senders)
+    scram_text = _scram(args, password)
+    user = User(name, hash_password(password), cram, senders, scram_text)
     _edit(path, lambda text: add_users(text, [user], path=path), create=True)
-    print(f"added user {name}" + (" with a CRAM-MD5 credential" if cram else ""), file=streams.stdout)
+    extra = [kind for kind, have in (("CRAM-MD5", cram), ("SCRAM-SHA-256", scram_text)) if have]
+    print(f"added user {name}" + (f" with a {' and a '.join(extra)} credential" if extra else ""),
+          file=streams.stdout)
 
 
 def _passwd(args: argparse.Namespace, path: str, streams: _Streams) -> None:
@@ -271,15 +302,17 @@ def _passwd(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     if before is None:
         raise _Fail(1, f"{path}: no user {name}")
     password = _password(args, name, streams)
-    phc = hash_password(password)
+    phc = hash_password(password)  # a SCRAM-only (imported) user gets an argon2id hash again (S-514)
     cram = cram_md5_credential(password) if args.cram_md5 else None
+    scram_text = _scram(args, password, before)
 
     def change(text: str) -> str:
         user = _current(text, path, name)
-        return replace_user(text, User(user.name, phc, cram, user.senders), path=path)
+        return replace_user(text, User(user.name, phc, cram, user.senders, scram_text), path=path)
 
     _edit(path, change)
-    print(f"changed the password of {name}", file=streams.stdout)
+    print(f"changed the password of {name}" + (" and its SCRAM-SHA-256 credential" if scram_text else ""),
+          file=streams.stdout)
     if before.cram and not cram:  # kept, it would keep the old password valid
         print(f"removed the old CRAM-MD5 credential of {name}: use --cram-md5 to store a new one"
               " (CRAM-MD5 is offered only while every user has one)", file=streams.stdout)  # fmt: skip
@@ -291,7 +324,7 @@ def _set_senders(args: argparse.Namespace, path: str, streams: _Streams) -> None
 
     def change(text: str) -> str:
         user = _current(text, path, name)
-        return replace_user(text, User(user.name, user.argon2, user.cram, senders), path=path)
+        return replace_user(text, User(user.name, user.argon2, user.cram, senders, user.scram), path=path)
 
     _edit(path, change)
     print(f"{name} may now send as: {' '.join(senders)}", file=streams.stdout)
@@ -301,18 +334,24 @@ def _delete(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     name = _name(args.name)
     _edit(path, lambda text: delete_user(text, name, path=path))
     print(f"deleted user {name}", file=streams.stdout)
+    if getattr(args, "apps_path", None):
+        from . import appcmd
+
+        if revoked := appcmd.revoke_user(args.apps_path, name):
+            print(f"revoked {revoked} app password(s) of {name}", file=streams.stdout)
 
 
 def _list(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     if not os.path.exists(path):
         print(f"{path}: no such file: no users", file=streams.stderr)
     for user in _database(path):
-        cram = "  [cram-md5]" if user.cram else ""
-        print(f"{user.name}  {' '.join(user.senders) or '(no senders)'}{cram}", file=streams.stdout)
+        marks = "".join(mark for mark, have in (("  [cram-md5]", user.cram), ("  [scram-sha-256]", user.scram),
+                                               ("  [no argon2id hash]", not user.argon2)) if have)
+        print(f"{user.name}  {' '.join(user.senders) or '(no senders)'}{marks}", file=streams.stdout)
 
 
 _SCHEME = re.compile(r"\{([A-Za-z0-9._-]+)\}(.*)", re.DOTALL)
-_IMPORTABLE = "{ARGON2ID}, and {CRAM-MD5} beside it"
+_IMPORTABLE = "{ARGON2ID} or {SCRAM-SHA-256}, and {CRAM-MD5} beside them"
 
 
 def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
@@ -320,6 +359,11 @@ def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
     if scheme == "ARGON2ID":
         why = argon2_problem(value)
         return "argon2", value, why and f"bad argon2 hash: {why}"
+    if scheme == "SCRAM-SHA-256":
+        parsed = scram.parse_credential(value)
+        if isinstance(parsed, str):
+            return "scram", value, f"bad SCRAM-SHA-256 credential: {parsed}"
+        return "scram", scram.format_credential(parsed), None
     if scheme in ("CRAM-MD5", "HMAC-MD5"):  # Dovecot's two names for it
         bad = len(value) != 64 or not all(c in "0123456789abcdefABCDEF" for c in value)
         return "cram", value.lower(), "bad CRAM-MD5 credential: expected 64 hex digits" if bad else None
@@ -361,9 +405,9 @@ def _read_passwd_files(files: list[str]) -> tuple[dict[str, dict[str, tuple[str,
             else:
                 entry[slot] = (value, where)
     for name, entry in found.items():
-        if "argon2" not in entry and "cram" in entry and name not in broken:
+        if "argon2" not in entry and "scram" not in entry and "cram" in entry and name not in broken:
             problems.append(f"{entry['cram'][1]}: user {name} has only a {{CRAM-MD5}} credential; "
-                            "an {ARGON2ID} hash is needed for PLAIN and LOGIN")  # fmt: skip
+                            "an {ARGON2ID} or {SCRAM-SHA-256} one is needed for PLAIN and LOGIN")  # fmt: skip
     return found, problems
 
 
@@ -371,12 +415,13 @@ def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     found, problems = _read_passwd_files(args.files)
     if problems:
         raise _Fail(1, *problems, "nothing imported")
-    users = [User(name, e["argon2"][0], e.get("cram", (None,))[0], ()) for name, e in found.items()]
+    users = [User(name, e.get("argon2", ("",))[0], e.get("cram", (None,))[0], (), e.get("scram", (None,))[0])
+             for name, e in found.items()]  # fmt: skip
 
     def change(text: str) -> str:
         db = parse(text, path)
         taken = [
-            f"{found[u.name]['argon2'][1]}: user {u.name} exists in {path}" for u in users if u.name in db
+            f"{next(iter(found[u.name].values()))[1]}: user {u.name} exists in {path}" for u in users if u.name in db
         ]
         if taken:
             raise UserDBError([*taken, "nothing imported"])
