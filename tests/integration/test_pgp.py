@@ -124,9 +124,12 @@ def verify(tmp: Path, signed: bytes, signature: bytes, cert: bytes) -> tuple[boo
     home = tmp / "gnupg"
     home.mkdir(mode=0o700, exist_ok=True)
     env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run([GPG, "--batch", "--import", str(tmp / "cert.asc")], capture_output=True, env=env, timeout=60)
-    g = subprocess.run([GPG, "--batch", "--verify", str(tmp / "sig.asc"), str(tmp / "part")], capture_output=True,
-                       text=True, env=env, timeout=60)
+    try:
+        subprocess.run([GPG, "--batch", "--import", str(tmp / "cert.asc")], capture_output=True, env=env, timeout=60)
+        g = subprocess.run([GPG, "--batch", "--verify", str(tmp / "sig.asc"), str(tmp / "part")],
+                           capture_output=True, text=True, env=env, timeout=60)
+    finally:  # gpg leaves an agent behind for its home; none may outlive the test
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, timeout=30)
     return sq.returncode == 0, g.returncode == 0, g.stderr
 
 
