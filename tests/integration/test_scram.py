@@ -202,7 +202,7 @@ def test_gsasl_scram_login(scram_msa, tmp_path, certs, mode):  # S-514: GNU SASL
             pytest.skip("socat is not installed (apt install socat)")
         port = _free_port()
         tunnel = subprocess.Popen([SOCAT, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-                                   f"OPENSSL:localhost:{scram_msa.ports['tls']},cafile={certs.cert}"],
+                                   f"OPENSSL:localhost:{scram_msa.ports['tls']},cafile={certs.ca}"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def listening() -> bool:
