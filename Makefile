@@ -54,8 +54,11 @@ run: $(VENV)/.ready demo-files
 	$(PY) msa.py serve -c $(DEMO)/msa.conf
 
 # -- tests ----------------------------------------------------------------------------------
+# Most tests wait on sockets and child processes: three workers (pytest-xdist)
+# keep `make test` well under 5 minutes on 2 cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: $(VENV)/.ready
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q tests
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 # Long property-based runs of the parsers and state machines; prints how many
 # examples each target ran (hypothesis statistics).
