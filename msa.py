@@ -9,10 +9,20 @@ Imports are lazy so that `inetd` mode starts fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 __version__ = "0.1.0"
 DEFAULT_CONFIG = "/etc/msa/msa.conf"
+
+#: (command, module in admin/, help)
+_ADMIN_COMMANDS = (
+    ("user", "usercmd", "edit the users database"),
+    ("dkim", "dkimcmd", "DKIM keys: make one, print the DNS records"),
+    ("pgp", "pgpcmd", "per-user OpenPGP signing keys: make one, print the public key"),
+    ("app", "appcmd", "app passwords: one revocable password per device"),
+    ("limits", "limitscmd", "sending counts per user in the current windows; reset USER clears them"),
+)
 
 
 def _parser(with_user: bool = True) -> argparse.ArgumentParser:
@@ -36,37 +46,15 @@ def _parser(with_user: bool = True) -> argparse.ArgumentParser:
     sp.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
     sp = sub.add_parser("check", help="validate the configuration, users database, TLS files and sendmail")
     conf(sp)
-    sp = sub.add_parser("user", help="edit the users database")
-    conf(sp)
-    sp.add_argument("--users", metavar="FILE", help="the users database (default: from the configuration)")
-    if with_user:  # its subcommands cost an import that inetd mode need not pay
-        from admin import usercmd
-
-        usercmd.build_parser(sp)
-    sp = sub.add_parser("dkim", help="DKIM keys: make one, print the DNS records")
-    conf(sp)
-    if with_user:
-        from admin import dkimcmd
-
-        dkimcmd.build_parser(sp)
-    sp = sub.add_parser("pgp", help="per-user OpenPGP signing keys: make one, print the public key")
-    conf(sp)
-    if with_user:
-        from admin import pgpcmd
-
-        pgpcmd.build_parser(sp)
-    sp = sub.add_parser("app", help="app passwords: one revocable password per device")
-    conf(sp)
-    if with_user:
-        from admin import appcmd
-
-        appcmd.build_parser(sp)
-    sp = sub.add_parser("limits", help="sending counts per user in the current windows; reset USER clears them")
-    conf(sp)
-    if with_user:
-        from admin import limitscmd
-
-        limitscmd.build_parser(sp)
+    # The admin commands (admin/); building their sub-commands costs imports
+    # that inetd mode need not pay, so only when one of them may run.
+    for name, module, text in _ADMIN_COMMANDS:
+        sp = sub.add_parser(name, help=text)
+        conf(sp)
+        if name == "user":
+            sp.add_argument("--users", metavar="FILE", help="the users database (default: from the configuration)")
+        if with_user:
+            importlib.import_module(f"admin.{module}").build_parser(sp)
     return p
 
 

@@ -19,6 +19,11 @@ __all__ = ["SendingLimits"]
 
 _NO_LIMIT = Quota()
 
+#: Steps per (shorter) window: a message leaves its window at most 1/120 of
+#: the period early, and a window sums at most 120 rows (the longer one
+#: period_long / step rows).
+STEPS_PER_PERIOD = 120
+
 
 class SendingLimits:
     def __init__(self, store: Store, config: Config) -> None:
@@ -47,10 +52,17 @@ class SendingLimits:
         left = None if self.recipients is None else max(self.recipients.count - usage.recipients, 0)
         return Quota(message_ok, left)
 
+    @property
+    def step(self) -> float:
+        """The step the counts are kept in: 1/120 of the shorter period
+        (30 s of an hour), so a window is a bounded sum."""
+        periods = [limit.seconds for limit in (self.messages, self.recipients) if limit is not None]
+        return max(min(periods) / STEPS_PER_PERIOD, 1.0) if periods else 1.0
+
     def record(self, user: str, recipients: int) -> None:
         """A message the MTA accepted (a refused one costs nothing)."""
         if self.on:
-            self.store.record(user, recipients)
+            self.store.record(user, recipients, self.step)
 
     def first_refusal(self, user: str, kind: str) -> str | None:
         """``messages 200/1h`` for the first refusal of its window, else None."""

@@ -21,7 +21,12 @@ inode changes) and made again, so counting resumes instead of going on in
 an unlinked file nobody else sees.
 
 Times are wall-clock seconds (``time.time``): they must mean the same in
-another process and after a restart. Everything is bounded: old windows and
+another process and after a restart. Sending counts are kept per user in
+steps (``SendingLimits`` asks for 1/120 of the shorter period), so reading a
+window sums a bounded number of rows however much a user sends: a message
+leaves its window up to one step early. Writes from the threads of one
+process take turns on a lock, so they never meet in SQLite's busy handler,
+whose sleeps are milliseconds long. Everything is bounded: old windows and
 forgotten failures are pruned, and failures per address are capped as in
 ``sasl.throttle``.
 """
@@ -70,14 +75,18 @@ PRUNE_INTERVAL = 60.0
 #: config.py caps a period at 7 days).
 MAX_WINDOW = 7 * 24 * 3600.0
 
+#: The layout of the tables below, in PRAGMA user_version.
+SCHEMA_VERSION = 1
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (
     client TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, last REAL NOT NULL,
     PRIMARY KEY (client, name));
 CREATE INDEX IF NOT EXISTS failures_last ON failures (last);
-CREATE TABLE IF NOT EXISTS sent (user TEXT NOT NULL, at REAL NOT NULL, recipients INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS sent_user_at ON sent (user, at);
+CREATE TABLE IF NOT EXISTS sent (
+    user TEXT NOT NULL, at REAL NOT NULL, messages INTEGER NOT NULL, recipients INTEGER NOT NULL,
+    PRIMARY KEY (user, at)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS noted (user TEXT NOT NULL, kind TEXT NOT NULL, until REAL NOT NULL,
     PRIMARY KEY (user, kind));
 """
@@ -127,6 +136,8 @@ def _connect(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable enough, no fsync per count
         db.executescript(_SCHEMA)
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # what a later msa migrates from
     except BaseException:
         db.close()
         raise
@@ -145,6 +156,7 @@ class Store:
         self._inode: tuple[int, int] | None = None
         self._failing: str | None = None  # the warning of the current episode
         self._pruned = 0.0
+        self._writer = threading.Lock()  # one writer at a time in this process
         #: S-1202: while the store fails, login delays still hold in this
         #: process (and a success forgets a name's failures in both).
         self.fallback = Throttle(clock=clock)
@@ -197,10 +209,15 @@ class Store:
         else:
             db.close()
 
-    def _run(self, what: str, action: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
+    def _run(self, what: str, action: Callable[[sqlite3.Connection], Any], default: Any,
+             write: bool = False) -> Any:
         try:
             with self._db() as db:
-                result = action(db)
+                if write:
+                    with self._writer:
+                        result = action(db)
+                else:
+                    result = action(db)
         except (sqlite3.Error, OSError, ValueError) as e:
             self._failed(what, e)
             return default
@@ -290,7 +307,7 @@ class Store:
                 raise
             self._prune(db, now)
 
-        self._run("record a login failure", write, None)
+        self._run("record a login failure", write, None, write=True)
 
     def succeeded(self, client: str, name: str) -> None:
         """A success forgets that name's failures from that address only."""
@@ -299,6 +316,7 @@ class Store:
             "forget login failures",
             lambda db: db.execute("DELETE FROM failures WHERE client = ? AND name = ?", (client, name)),
             None,
+            write=True,
         )
 
     # -- sending counts (S-1201) ----------------------------------------------------
@@ -309,23 +327,29 @@ class Store:
 
         def read(db: sqlite3.Connection) -> Usage:
             row = db.execute(
-                "SELECT COALESCE(SUM(at > ?), 0), COALESCE(SUM(CASE WHEN at > ? THEN recipients END), 0) "
-                "FROM sent WHERE user = ? AND at > ?",
+                "SELECT COALESCE(SUM(CASE WHEN at > ? THEN messages END), 0), "
+                "COALESCE(SUM(CASE WHEN at > ? THEN recipients END), 0) FROM sent WHERE user = ? AND at > ?",
                 (now - messages_period, now - recipients_period, user, now - max(messages_period, recipients_period)),
             ).fetchone()
             return Usage(int(row[0]), int(row[1]))
 
         return self._run("read sending counts", read, None)
 
-    def record(self, user: str, recipients: int) -> None:
-        """One message the MTA accepted, for ``recipients`` recipients."""
+    def record(self, user: str, recipients: int, step: float = 1.0) -> None:
+        """One message the MTA accepted, for ``recipients`` recipients,
+        counted in the step of ``step`` seconds it falls in."""
         now = self._clock()
+        at = now - now % step if step > 0 else now
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO sent VALUES (?, ?, ?)", (user, now, recipients))
+            db.execute(
+                "INSERT INTO sent VALUES (?, ?, 1, ?) ON CONFLICT (user, at) DO UPDATE SET "
+                "messages = messages + 1, recipients = recipients + excluded.recipients",
+                (user, at, recipients),
+            )
             self._prune(db, now)
 
-        self._run("record a sent message", write, None)
+        self._run("record a sent message", write, None, write=True)
 
     def first_refusal(self, user: str, kind: str, period: float) -> bool:
         """True for the first limit refusal of ``user`` in a window of
@@ -340,7 +364,7 @@ class Store:
             ).fetchone()
             return row is not None
 
-        return bool(self._run("note a limit refusal", write, True))
+        return bool(self._run("note a limit refusal", write, True, write=True))
 
     def counts(self, user: str | None, periods: tuple[float, float]) -> dict[str, Usage]:
         """``msa.py limits``: every user's (or one user's) usage in the windows."""
@@ -350,7 +374,8 @@ class Store:
 
         def read(db: sqlite3.Connection) -> dict[str, Usage]:
             rows = db.execute(
-                "SELECT user, COALESCE(SUM(at > ?), 0), COALESCE(SUM(CASE WHEN at > ? THEN recipients END), 0) "
+                "SELECT user, COALESCE(SUM(CASE WHEN at > ? THEN messages END), 0), "
+                "COALESCE(SUM(CASE WHEN at > ? THEN recipients END), 0) "
                 f"FROM sent WHERE at > ? {where} GROUP BY user ORDER BY user",
                 (now - periods[0], now - periods[1], since, *args),
             ).fetchall()
@@ -362,9 +387,10 @@ class Store:
     def reset(self, user: str) -> int:
         """``msa.py limits reset USER``: forget the user's counts; how many messages."""
         with self._db() as db:
-            cursor = db.execute("DELETE FROM sent WHERE user = ?", (user,))
+            (count,) = db.execute("SELECT COALESCE(SUM(messages), 0) FROM sent WHERE user = ?", (user,)).fetchone()
+            db.execute("DELETE FROM sent WHERE user = ?", (user,))
             db.execute("DELETE FROM noted WHERE user = ?", (user,))
-            return cursor.rowcount
+            return int(count)
 
     # -- the SCRAM secret (S-514) ----------------------------------------------------
     def secret(self, name: str, make: Callable[[], bytes]) -> bytes | None:
@@ -375,7 +401,7 @@ class Store:
             db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (name, make()))
             return bytes(db.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()[0])
 
-        return self._run("read its secret", get, None)
+        return self._run("read its secret", get, None, write=True)
 
     # -- bounds ---------------------------------------------------------------------
     def _prune(self, db: sqlite3.Connection, now: float) -> None:

@@ -1696,6 +1696,27 @@ def test_temporary_failure(ready):  # S-503
     assert ready.one(b"AUTH PLAIN " + plain()) == "235 2.7.0 Authentication successful"
 
 
+def test_scram_success_sends_the_server_signature_then_waits_for_an_empty_answer(ready):  # S-514, RFC 5802 §5
+    # The shell's verifier said yes and gave the server-final message; the
+    # user is authenticated only after the client's empty last response.
+    ready.auth_results.append(sasl.AuthResult(True, "alice", server_final=b"v=c2lnbmF0dXJl"))
+    assert ready.one(b"AUTH PLAIN " + plain()) == "334 " + base64.b64encode(b"v=c2lnbmF0dXJl").decode()
+    assert ready.conn.user is None
+    assert ready.one(b"MAIL FROM:<alice@example.com>") == "501 5.5.2 Cannot decode response"  # not base64
+    assert ready.conn.user is None
+    ready.auth_results.append(sasl.AuthResult(True, "alice", server_final=b"v=eA=="))
+    ready.one(b"AUTH PLAIN " + plain())
+    assert ready.one(b"*") == "501 5.0.0 Authentication cancelled"
+    ready.auth_results.append(sasl.AuthResult(True, "alice", server_final=b"v=eA=="))
+    ready.one(b"AUTH PLAIN " + plain())
+    assert ready.one(b"eA==") == "535 5.7.8 Authentication credentials invalid"  # not empty
+    assert ready.conn.user is None
+    ready.auth_results.append(sasl.AuthResult(True, "alice", server_final=b"v=eA=="))
+    ready.one(b"AUTH PLAIN " + plain())
+    assert ready.one(b"") == "235 2.7.0 Authentication successful"
+    assert ready.conn.user == "alice"
+
+
 def test_failures_up_to_the_limit_close_the_session(ready):  # S-511, S-1007
     limit = ready.conn.settings.auth_failures
     assert limit == 3
