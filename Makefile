@@ -54,9 +54,9 @@ run: $(VENV)/.ready demo-files
 	$(PY) msa.py serve -c $(DEMO)/msa.conf
 
 # -- tests ----------------------------------------------------------------------------------
-# Most tests wait on sockets and child processes: three workers (pytest-xdist)
+# Most tests wait on sockets and child processes: four workers (pytest-xdist)
 # keep `make test` well under 5 minutes on 2 cores. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: $(VENV)/.ready
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
