@@ -29,6 +29,10 @@ $(DEMO)/users.db: users.db.example
 	mkdir -p $(DEMO)
 	install -m 600 users.db.example $@
 
+$(DEMO)/app-passwords.db: app-passwords.db.example
+	mkdir -p $(DEMO)
+	install -m 600 app-passwords.db.example $@
+
 $(DEMO)/msa.conf:
 	mkdir -p $(DEMO)
 	printf '%s\n' '[msa]' \
@@ -38,7 +42,7 @@ $(DEMO)/msa.conf:
 	  'sendmail = $(CURDIR)/contrib/demo-sendmail $(CURDIR)/$(DEMO)/mail' \
 	  'timeout = 300' > $@
 
-demo-files: $(DEMO)/cert.pem $(DEMO)/users.db $(DEMO)/msa.conf
+demo-files: $(DEMO)/cert.pem $(DEMO)/users.db $(DEMO)/app-passwords.db $(DEMO)/msa.conf
 
 run: $(VENV)/.ready demo-files
 	$(PY) msa.py check -c $(DEMO)/msa.conf
