@@ -40,7 +40,8 @@ def reload(server: Server) -> bool:
             maillog.error(f"reload failed, keeping the previous configuration: {p}")
         return False
     server.swap(new)
-    maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users")
+    apps = f", {len(new.apps)} app passwords" if new.apps else ""
+    maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users{apps}")
     return True
 
 

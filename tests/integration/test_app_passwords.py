@@ -152,7 +152,9 @@ def test_user_del_revokes_the_users_app_passwords(start_msa, tmp_path):  # CONTR
     p = cli(conf, "user", "del", "alice")
     assert p.returncode == 0 and "revoked 2 app password(s) of alice" in p.stdout, p.stderr
     assert "alice" not in cli(conf, "app", "list").stdout
-    wait_reload(m, 1)
+    # Several edits of two files, each reloaded when the daemon sees it:
+    # wait for the last state (bob alone, with his one app password).
+    m.wait_log(r"reloaded: 1 users, 1 app passwords")
     w, code = login(m, bob, user="bob")
     assert code == 235
     w.close()
