@@ -93,34 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             path = cfg.users  # type: ignore[attr-defined]
             apps = cfg.app_passwords or None  # type: ignore[attr-defined]
         return usercmd.run(args, path, apps_path=apps)
-    if args.command == "app":
-        from admin import appcmd
-
+    if args.command in ("app", "dkim", "pgp", "limits"):
+        module = importlib.import_module(f"admin.{dict((c, m) for c, m, _ in _ADMIN_COMMANDS)[args.command]}")
         cfg = _load_config(args.config)
         if cfg is None:
             return 1
-        return appcmd.run(args, cfg)
-    if args.command == "dkim":
-        from admin import dkimcmd
-
-        cfg = _load_config(args.config)
-        if cfg is None:
-            return 1
-        return dkimcmd.run(args, cfg.dkim_keys)  # type: ignore[attr-defined]
-    if args.command == "pgp":
-        from admin import pgpcmd
-
-        cfg = _load_config(args.config)
-        if cfg is None:
-            return 1
-        return pgpcmd.run(args, cfg)
-    if args.command == "limits":
-        from admin import limitscmd
-
-        cfg = _load_config(args.config)
-        if cfg is None:
-            return 1
-        return limitscmd.run(args, cfg)
+        if args.command == "dkim":  # it needs the key directory alone
+            return module.run(args, cfg.dkim_keys)  # type: ignore[attr-defined]
+        return module.run(args, cfg)
     cfg = _load_config(args.config, inetd=args.command == "inetd")
     if cfg is None:
         return 1

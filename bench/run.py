@@ -1102,6 +1102,42 @@ class Bench:
                              target="<= 32 MiB", abs_max=32.0))
 
     # -- case 12: DKIM ------------------------------------------------------------------------
+    def signed_against_unsigned(self, case: str, kind: str, overrides: dict, sources: tuple[int, int],
+                                marker: str) -> tuple[dict[str, list[float]], float, int]:
+        """100 MiB through two msa processes, one signing (``overrides``) and
+        one not, in 3 alternating runs on kept sessions: the rates of each,
+        the signed process's peak RSS growth (MiB) and how many messages it
+        logged with ``marker``."""
+        chunk = loadgen.body_chunk(loadgen.CHUNK_LINES)
+        cprof = self.cprofile_path(case)
+        signed = self.start_msa(f"msa-{kind}", profile_cprofile=cprof, **overrides)
+        plain = self.start_msa(f"msa-no{kind}")
+        sessions = {}
+        for name, m, n in (("signed", signed, sources[0]), ("unsigned", plain, sources[1])):
+            c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                     password=PASSWORD, source=loadgen.source_address(n))
+            loadgen.send_big(c, 2 * MIB, chunk)  # warm-up: lazy imports, first spool file
+            sessions[name] = (m, c)
+        rates: dict[str, list[float]] = {"signed": [], "unsigned": []}
+        growth = 0.0
+        with self.phase(case, signed):
+            for _ in range(3):
+                for name, (m, c) in sessions.items():
+                    log(f"msa: 100 MiB over STARTTLS + AUTH, {name}")
+                    before = rss_kib(m.proc.pid)
+                    m.reset_hwm()
+                    r = loadgen.send_big(c, 100 * MIB, chunk)
+                    rates[name].append(r.size / MIB / r.seconds)
+                    if name == "signed":
+                        growth = max(growth, (rss_kib(m.proc.pid, "VmHWM") - before) / 1024)
+        for _m, c in sessions.values():
+            c.quit()
+        ok = count_in_log(signed, marker)
+        self.stop_msa(signed)
+        self.stop_msa(plain)
+        self.finish_cprofile(case, cprof)
+        return rates, growth, ok
+
     def case_dkim(self) -> None:
         """100 MiB signed with two keys against unsigned, by the same msa
         binary in alternating runs (two processes: with and without
@@ -1115,34 +1151,8 @@ class Bench:
                 self.rows.append(Row("12", "100 MiB msg, STARTTLS+AUTH, DKIM-signed", None, "MiB/s",
                                      skipped=f"dkim keygen failed: {p.stderr.strip()[:200]}"))
                 return
-        chunk = loadgen.body_chunk(loadgen.CHUNK_LINES)
-        cprof = self.cprofile_path("case12")
-        signed = self.start_msa("msa-dkim", profile_cprofile=cprof, dkim_keys=keys)
-        plain = self.start_msa("msa-nodkim")
-        sessions = {}
-        for name, m, n in (("signed", signed, 3), ("unsigned", plain, 4)):
-            c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
-                                     password=PASSWORD, source=loadgen.source_address(n))
-            loadgen.send_big(c, 2 * MIB, chunk)
-            sessions[name] = (m, c)
-        rates: dict[str, list[float]] = {"signed": [], "unsigned": []}
-        growth = 0.0
-        with self.phase("case12", signed):
-            for _ in range(3):
-                for name, (m, c) in sessions.items():
-                    log(f"msa: 100 MiB over STARTTLS + AUTH, {name}")
-                    before = rss_kib(m.proc.pid)
-                    m.reset_hwm()
-                    r = loadgen.send_big(c, 100 * MIB, chunk)
-                    rates[name].append(r.size / MIB / r.seconds)
-                    if name == "signed":
-                        growth = max(growth, (rss_kib(m.proc.pid, "VmHWM") - before) / 1024)
-        for m, c in sessions.values():
-            c.quit()
-        ok = count_in_log(signed, "dkim=signed, d=example.org")
-        self.stop_msa(signed)
-        self.stop_msa(plain)
-        self.finish_cprofile("case12", cprof)
+        rates, growth, ok = self.signed_against_unsigned("case12", "dkim", {"dkim_keys": keys}, (3, 4),
+                                                         "dkim=signed, d=example.org")
         runs = "; ".join(f"{k} {', '.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
         self.rows.append(Row("12", "100 MiB msg, STARTTLS+AUTH, DKIM-signed", max(rates["signed"]), "MiB/s",
                              "msa, the same message unsigned", max(rates["unsigned"]), ">= 0.8x", ratio_min=0.8,
@@ -1169,34 +1179,8 @@ class Bench:
         if p.returncode != 0:
             self.rows.append(Row("13", what, None, "MiB/s", skipped=f"pgp keygen failed: {p.stderr.strip()[:200]}"))
             return
-        chunk = loadgen.body_chunk(loadgen.CHUNK_LINES)
-        cprof = self.cprofile_path("case13")
-        signed = self.start_msa("msa-pgp", profile_cprofile=cprof, pgp_keys=keys)
-        plain = self.start_msa("msa-nopgp")
-        sessions = {}
-        for name, m, n in (("signed", signed, 5), ("unsigned", plain, 6)):
-            c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
-                                     password=PASSWORD, source=loadgen.source_address(n))
-            loadgen.send_big(c, 2 * MIB, chunk)
-            sessions[name] = (m, c)
-        rates: dict[str, list[float]] = {"signed": [], "unsigned": []}
-        growth = 0.0
-        with self.phase("case13", signed):
-            for _ in range(3):
-                for name, (m, c) in sessions.items():
-                    log(f"msa: 100 MiB over STARTTLS + AUTH, {name}")
-                    before = rss_kib(m.proc.pid)
-                    m.reset_hwm()
-                    r = loadgen.send_big(c, 100 * MIB, chunk)
-                    rates[name].append(r.size / MIB / r.seconds)
-                    if name == "signed":
-                        growth = max(growth, (rss_kib(m.proc.pid, "VmHWM") - before) / 1024)
-        for m, c in sessions.values():
-            c.quit()
-        ok = count_in_log(signed, "pgp=signed (pgp-")
-        self.stop_msa(signed)
-        self.stop_msa(plain)
-        self.finish_cprofile("case13", cprof)
+        rates, growth, ok = self.signed_against_unsigned("case13", "pgp", {"pgp_keys": keys}, (5, 6),
+                                                         "pgp=signed (pgp-")
         runs = "; ".join(f"{k} {', '.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
         self.rows.append(Row("13", what, max(rates["signed"]), "MiB/s", "msa, the same message unsigned",
                              max(rates["unsigned"]), ">= 0.5x", ratio_min=0.5,
