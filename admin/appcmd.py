@@ -22,12 +22,11 @@ from typing import Any, TextIO
 from sasl import UserDBError, apppass
 from server.files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
 
-from . import usercmd
+from . import config_option, usercmd
 
 
 def build_parser(app_parser: argparse.ArgumentParser) -> None:
-    location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONF", help="configuration file")
+    location = config_option()
     commands = app_parser.add_subparsers(dest="app_command", metavar="COMMAND", required=True)
     add = commands.add_parser("add", parents=[location], help="make an app password for USER (printed once)")
     add.add_argument("user", metavar="USER")

@@ -17,6 +17,8 @@ import os
 import sys
 from typing import TextIO
 
+from . import config_option
+
 #: RSA keys msa makes (RFC 8301 §3.2 recommends at least 2048 bits).
 RSA_BITS = 2048
 
@@ -24,8 +26,7 @@ RSA_BITS = 2048
 def build_parser(dkim_parser: argparse.ArgumentParser) -> None:
     """The subcommands; each also takes `-c CONF` after its arguments, as
     CONTRACT.md writes them, without overriding the one given before."""
-    location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONF", help="configuration file")
+    location = config_option()
     commands = dkim_parser.add_subparsers(dest="dkim_command", metavar="COMMAND", required=True)
     sp = commands.add_parser("keygen", parents=[location], help="make a DKIM key for DOMAIN and print its DNS record")
     sp.add_argument("domain", metavar="DOMAIN")

@@ -15,13 +15,14 @@ import os
 import sys
 from typing import Any, TextIO
 
+from . import config_option
+
 #: How long the SOP command may take to make or export a key.
 SOP_WAIT = 60.0
 
 
 def build_parser(pgp_parser: argparse.ArgumentParser) -> None:
-    location = argparse.ArgumentParser(add_help=False)
-    location.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="CONF", help="configuration file")
+    location = config_option()
     commands = pgp_parser.add_subparsers(dest="pgp_command", metavar="COMMAND", required=True)
     sp = commands.add_parser("keygen", parents=[location], help="make USER's signing key; print its public key")
     sp.add_argument("user", metavar="USER")

@@ -381,6 +381,22 @@ def add_user(users_db: Path | str, name: str, password: str, senders: list[str] 
     os.replace(tmp, path)  # whole, as the command writes it: a running msa may be watching
 
 
+def send_large_body(m: MsaProcess, w: Wire, header: bytes, mib: int = 50) -> tuple[int, float]:
+    """After DATA's 354: ``header`` (with its blank line), ``mib`` MiB of
+    printable lines, the final dot; (the reply's code, msa's peak RSS growth
+    in MiB meanwhile)."""
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab\r\n"
+    before = m.rss_kib()
+    m.reset_hwm()
+    w.send(header)
+    block = line * (1024 * 1024 // len(line))
+    for _ in range(mib):
+        w.send(block)
+    w.send(b".\r\n")
+    code = w.reply()[0]
+    return code, (m.hwm_kib() - before) / 1024
+
+
 def b64(data: bytes | str) -> str:
     import base64
 
