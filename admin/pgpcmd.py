@@ -65,9 +65,22 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
         if why:
             print(why, file=err)
             return 1
-        out.write(cert.decode("ascii", "replace"))
+        _write_armor(out, cert)
         return 0
     return _keygen(args, cfg, path, out, err)
+
+
+def _write_armor(out: TextIO, armor: bytes) -> None:
+    """The armored key as the SOP command wrote it: its `Comment:` lines
+    name the user IDs in UTF-8 (RFC 9580 §6.2.2), so the octets go out
+    unchanged where the stream takes octets, else decoded as UTF-8."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        out.flush()
+        buffer.write(armor)
+        buffer.flush()
+    else:
+        out.write(armor.decode("utf-8", "replace"))
 
 
 def _keygen(args: argparse.Namespace, cfg: Any, path: str, out: TextIO, err: TextIO) -> int:
@@ -114,5 +127,5 @@ def _keygen(args: argparse.Namespace, cfg: Any, path: str, out: TextIO, err: Tex
         return 1
     print(f"wrote {path} for {', '.join(addresses)}; publish this public key (WKD, a keyserver, "
           f"or send it to your correspondents):", file=err)
-    out.write(cert.decode("ascii", "replace"))
+    _write_armor(out, cert)
     return 0

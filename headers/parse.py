@@ -3,7 +3,8 @@
 This module owns where the header block ends (SPEC.md S-701), its limits
 (S-703) and the ``Field``/``HeaderBlock`` values the rest of the package
 works on. It sees the message as the SMTP layer decoded it (dot-unstuffed,
-CRLF line endings) in chunks split anywhere, keeps only the header and never
+CRLF line endings; no NUL and no bare CR, since DATA holding either is
+refused whole at its end, S-305 and S-306) in chunks split anywhere, keeps only the header and never
 looks at the body (S-708). Client faults are results (``HeaderTooLarge``),
 never exceptions. It imports only the standard library and never does I/O.
 

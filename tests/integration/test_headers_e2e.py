@@ -175,3 +175,14 @@ def test_missing_from_is_added_from_the_envelope(amsa):  # S-705
     assert b"\r\nFrom: <alice@example.org>\r\n" in _header(d.data) or b"\r\nFrom: alice@example.org\r\n" in _header(d.data)
     w = _session(amsa)
     assert _submit(w, b"Subject: no from\r\n\r\nx\r\n", sender="")[1] == "554 5.6.0 Message has no From: header"
+
+
+@pytest.mark.parametrize("bad", [b"\x00", b"a\rb"], ids=["nul", "bare-cr"])
+def test_nul_or_bare_cr_in_a_header_line_refuses_the_message(amsa, bad):  # S-306, S-305, S-701
+    # The header layer reads what DATA stored; a NUL or a bare CR anywhere in
+    # DATA, the header included, refuses the whole message at its end, so no
+    # such header line is ever fixed, signed or handed on.
+    msg = b"From: alice@example.org\r\n\t" + bad + b"\r\nSubject: x\r\n\r\nbody\r\n"
+    code, text = _submit(_session(amsa), msg)
+    assert code == 554 and "5.6.0" in text, text
+    assert amsa.outbox.messages() == []

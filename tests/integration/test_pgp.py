@@ -316,6 +316,19 @@ def test_pgp_keygen_refuses_to_overwrite_and_needs_an_exact_sender(tmp_path):  #
     assert oct((tmp_path / "pgp" / "alice.key").stat().st_mode & 0o777) == "0o600"
 
 
+def test_keygen_and_export_print_utf8_user_ids_in_the_armor(tmp_path):  # CONTRACT pgp keygen, RFC 9580 §6.2.2
+    # Armor headers are UTF-8: a user ID with ö is printed as written, not as "?".
+    users = tmp_path / "users.db"
+    msatest.add_user(users, "joran", PASSWORD, ["jöran@exämple.org"])
+    conf = msatest.write_config(tmp_path / "msa", None, users=users, pgp_keys=tmp_path / "pgp")
+    made = pgp(conf, "keygen", "joran")
+    assert made.returncode == 0, made.stderr
+    export = pgp(conf, "export", "joran")
+    for out in (made.stdout, export.stdout):
+        assert "Comment: <jöran@exämple.org>".encode() in out or "jöran@exämple.org".encode() in out, out[:300]
+        assert b"?" not in out.split(b"\n\n", 1)[0]
+
+
 def test_check_reads_each_key_and_its_user_ids(tmp_path, certs):  # S-1104, CONTRACT check
     users = tmp_path / "users.db"
     msatest.add_user(users, "alice", PASSWORD, ["alice@example.org", "alice@other.example"])
