@@ -81,7 +81,7 @@ def run(path: str, out: TextIO) -> int:
     elif not os.access(parent, os.W_OK):
         warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
 
-    _check_state(cfg, problems)
+    _check_state(cfg, problems, warnings)
 
     if cfg.run_as:
         import pwd
@@ -122,11 +122,12 @@ def _check_apps(cfg: config_mod.Config, db: object, problems: list[str], warning
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _check_state(cfg: config_mod.Config, problems: list[str]) -> None:
+def _check_state(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:
     """S-1202: serve starts with an unusable state_dir (and warns), but
-    check fails naming it. Nothing is created here: files check made as
-    root would not be writable by run_as."""
-    from server.state import FILENAME
+    check fails naming it; its files are private (0600, never a symbolic
+    link), so one readable by others is a warning. Nothing is created
+    here: files check made as root would not be writable by run_as."""
+    from server.state import FILENAME, FILES, SECRET_FILENAME
 
     where = f"{cfg.where('state_dir')}: state_dir"
     directory = cfg.state_dir
@@ -141,6 +142,18 @@ def _check_state(cfg: config_mod.Config, problems: list[str]) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         problems.append(f"{where}: {directory} is not writable by this user")
         return
+    mode = stat.S_IMODE(os.stat(directory).st_mode)
+    if mode & 0o077:
+        warnings.append(f"{where}: {directory} is mode {mode:04o}: others may read what it holds (failed "
+                        "logins, sending counts, the secret); chmod 0700 (S-1202)")
+    for name in (*FILES, SECRET_FILENAME):
+        file = os.path.join(directory, name)
+        if os.path.islink(file):
+            problems.append(f"{where}: {file} is a symbolic link; msa does not follow it: remove it")
+            return
+        if os.path.isfile(file) and (file_mode := stat.S_IMODE(os.stat(file).st_mode)) & 0o077:
+            warnings.append(f"{where}: {file} is mode {file_mode:04o}: readable by others; msa makes it "
+                            "0600 when it next opens it (S-1202)")
     path = os.path.join(directory, FILENAME)
     if not os.path.lexists(path):
         return

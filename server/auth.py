@@ -10,7 +10,6 @@ sasl/ and this module holds its lock.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -67,10 +66,36 @@ class Authenticator:
                 self._fake_for = users
             iterations = self._fake_iterations
         if self._secret is None:
-            self._secret = self.server.state.secret("scram-unknown-user-salt", lambda: os.urandom(32))
-            if self._secret is None:  # the store fails (warned once): this process's own
-                self._secret = os.urandom(32)
+            self._secret = self._salt_secret(users)
         return sasl.scram.fake_credential(self._secret, name, iterations)
+
+    def _salt_secret(self, users: Any) -> bytes:
+        """S-514 amended: the same in every process and after restarts,
+        whatever the state store's health: ``state_dir/secret``, made once;
+        should the directory be unusable, a secret derived from what msa
+        holds anyway (the TLS key, else the users' SCRAM keys), warned
+        once. Never a random one per process: that would tell unknown names
+        (a new salt on every connection) from real ones."""
+        import hashlib
+
+        try:
+            return self.server.state.secret()
+        except OSError as e:
+            why = e.strerror or str(e)
+        cfg = self.server.runtime.config
+        source = b""
+        if cfg.tls_key:
+            from . import files
+
+            try:
+                source = files.read_regular(cfg.tls_key, files.TLS_MAX_OCTETS)
+            except files.FileProblem:
+                source = b""
+        if not source:
+            source = "\n".join(sorted(user.scram for user in (users or ()) if user.scram)).encode()
+        maillog.warning(f"state_dir {cfg.state_dir}: cannot read or make its secret ({why}); unknown users' "
+                        "SCRAM salts come from a secret derived from " + ("tls_key" if cfg.tls_key else "users.db"))
+        return hashlib.blake2b(source, digest_size=32, person=b"msa-scram-salt").digest()
 
     def check(self, session: Any, ev: Any) -> AuthResult:
         key = client_key(session.ip)

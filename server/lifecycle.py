@@ -117,12 +117,13 @@ def drop_privileges(user: str, spool_dir: str, state_dir: str | None = None) -> 
     try:
         os.chown(spool_dir, pw.pw_uid, pw.pw_gid)
         if state_dir is not None and os.path.isdir(state_dir):
-            from .state import FILENAME
+            from .state import FILES, SECRET_FILENAME
 
             os.chown(state_dir, pw.pw_uid, pw.pw_gid)
-            for name in (FILENAME, FILENAME + "-wal", FILENAME + "-shm"):
-                if os.path.isfile(os.path.join(state_dir, name)):
-                    os.chown(os.path.join(state_dir, name), pw.pw_uid, pw.pw_gid)
+            for name in (*FILES, SECRET_FILENAME):
+                path = os.path.join(state_dir, name)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    os.chown(path, pw.pw_uid, pw.pw_gid)
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
@@ -193,11 +194,16 @@ def serve(cfg: Config) -> int:
                 print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
             return 1
 
-    from .state import open_problem
+    from .state import load_secret, open_problem
 
     if problem := open_problem(cfg.state_dir):  # as the user that will write it
         maillog.warning(f"{cfg.where('state_dir')}: state store: {problem}; sending limits are not applied "
                         "and login delays hold in this process only until it works")  # fmt: skip
+        server.state.mark_failing(problem)  # S-1202: that was the episode's one warning
+    try:
+        load_secret(cfg.state_dir)  # made once, now, so that no session waits for it (S-514)
+    except OSError:
+        pass  # said when first needed (server/auth.py)
 
     stop = threading.Event()
     hup = threading.Event()

@@ -1,23 +1,23 @@
 """Sending limits per authenticated user (SPEC.md S-1201) over the state store.
 
 This module owns how the two sliding windows of ``limit_messages`` and
-``limit_recipients`` become the ``smtp_states.Quota`` asked at MAIL, what
-is counted after the MTA accepted a message, and which refusal is the
-first of its window (logged once, so a hijacked account shows in the log
-without flooding it). The counts live in ``server.state.Store``; when the
-store fails the limits fail open (S-1202).
+``limit_recipients`` become reservations: one message reserved at MAIL, one
+recipient at each RCPT, each checked and counted in one step of the store,
+so that concurrent sessions of one user (threads, inetd processes, workers)
+never pass a limit together; what is given back when a message is not
+accepted; and which refusal is the first of its window (logged once, so a
+hijacked account shows in the log without flooding it). When the store
+fails the limits fail open (S-1202).
 """
 
 from __future__ import annotations
 
-from smtp_states import Quota
+from collections.abc import Iterable
 
 from .config import Config, Limit
-from .state import Store
+from .state import NOT_COUNTED, Hold, Store
 
 __all__ = ["SendingLimits"]
-
-_NO_LIMIT = Quota()
 
 #: Steps per (shorter) window: a message leaves its window at most 1/120 of
 #: the period early, and a window sums at most 120 rows (the longer one
@@ -35,23 +35,6 @@ class SendingLimits:
     def on(self) -> bool:
         return self.messages is not None or self.recipients is not None
 
-    def _periods(self) -> tuple[float, float]:
-        return (
-            self.messages.seconds if self.messages else 0.0,
-            self.recipients.seconds if self.recipients else 0.0,
-        )
-
-    def quota(self, user: str) -> Quota:
-        """What ``user`` may still send now; no limit when the store fails."""
-        if not self.on:
-            return _NO_LIMIT
-        usage = self.store.usage(user, *self._periods())
-        if usage is None:
-            return _NO_LIMIT  # S-1202: fail open
-        message_ok = self.messages is None or usage.messages < self.messages.count
-        left = None if self.recipients is None else max(self.recipients.count - usage.recipients, 0)
-        return Quota(message_ok, left)
-
     @property
     def step(self) -> float:
         """The step the counts are kept in: 1/120 of the shorter period
@@ -59,10 +42,18 @@ class SendingLimits:
         periods = [limit.seconds for limit in (self.messages, self.recipients) if limit is not None]
         return max(min(periods) / STEPS_PER_PERIOD, 1.0) if periods else 1.0
 
-    def record(self, user: str, recipients: int) -> None:
-        """A message the MTA accepted (a refused one costs nothing)."""
-        if self.on:
-            self.store.record(user, recipients, self.step)
+    def reserve(self, user: str, kind: str) -> Hold | None:
+        """Reserve one message (``kind`` "messages") or one recipient
+        ("recipients") for ``user``; None when the limit is reached, a hold
+        that counts nothing when that limit is off or the store fails."""
+        limit = self.messages if kind == "messages" else self.recipients
+        if limit is None:
+            return NOT_COUNTED
+        return self.store.reserve(user, kind, limit.count, limit.seconds, self.step)
+
+    def release(self, holds: Iterable[Hold]) -> None:
+        """Give back what a message that was not accepted had reserved."""
+        self.store.release(holds)
 
     def first_refusal(self, user: str, kind: str) -> str | None:
         """``messages 200/1h`` for the first refusal of its window, else None."""

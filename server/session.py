@@ -25,7 +25,6 @@ from smtp_states import (
     DataStart,
     Event,
     MailFrom,
-    Quota,
     Refused,
     Reset,
     StartTls,
@@ -43,11 +42,13 @@ RECV_SIZE = 64 * 1024  # DESIGN.md: tuned by `make bench`
 class _Policy:
     """smtp_states.Policy over the current users database (S-601), the
     senders of the app password the session logged in with (S-515) and the
-    sending limits (S-1201)."""
+    sending limits (S-1201): the reservations of the transaction in
+    progress, kept when its message is accepted, given back otherwise."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.app: Any = None  # the sasl.apppass.AppPassword used, if any
+        self.holds: list[Any] = []  # server.state.Hold of the transaction in progress
 
     def may_send_as(self, user: str, address: str) -> bool:
         users = self.server.runtime.users
@@ -59,8 +60,29 @@ class _Policy:
 
         return apppass.may_send_as(self.app, address)
 
-    def quota(self, user: str) -> Quota:
-        return self.server.limits.quota(user)
+    def reserve_message(self, user: str) -> bool:
+        return self._reserve(user, "messages")
+
+    def reserve_recipient(self, user: str) -> bool:
+        return self._reserve(user, "recipients")
+
+    def _reserve(self, user: str, kind: str) -> bool:
+        hold = self.server.limits.reserve(user, kind)
+        if hold is None:
+            return False
+        if hold.counted:
+            self.holds.append(hold)
+        return True
+
+    def keep(self) -> None:
+        """The message was accepted: what it reserved stays counted."""
+        self.holds = []
+
+    def give_back(self) -> None:
+        """The transaction ended without an accepted message (S-1201)."""
+        if self.holds:
+            holds, self.holds = self.holds, []
+            self.server.limits.release(holds)
 
 
 class Session:
@@ -108,6 +130,7 @@ class Session:
                 pass
         finally:
             self._drop_spool()
+            self.policy.give_back()  # a transaction cut short by a lost client or a bug
             server.unregister(self)
             try:
                 self.transport.close()
@@ -204,6 +227,7 @@ class Session:
                     maillog.client(self.qid, self.client, self.method, conn.user, app)
             elif isinstance(ev, Reset):
                 self._drop_spool()
+                self.policy.give_back()
             elif isinstance(ev, Refused):
                 self._log_refusal(ev)
             elif isinstance(ev, StartTls):
@@ -224,12 +248,17 @@ class Session:
             elif isinstance(ev, DataEnd):
                 self._flush()
                 reply = self._deliver(ev)
+                if reply.code == 250:
+                    self.policy.keep()  # S-1201: counted once the MTA accepted it
+                else:
+                    self.policy.give_back()
                 if reply.code == 250 and self.transport.peer_closed():  # S-308: RFC 1047's duplicate
                     maillog.warning(f"{self.qid}: client {self.client} left after the final dot; "
                                     "the message was handed on and may be sent again")
                 pending.extend(conn.delivery_done(reply))
             elif isinstance(ev, Close):
                 self._drop_spool()
+                self.policy.give_back()
                 if ev.reply is not None and ev.reply.code == 421 and ev.reason not in ("timeout", "shutdown"):
                     maillog.reject(self.sid, "SESSION", self.client, str(ev.reply), None, None, conn.helo)
         self._flush()
@@ -389,8 +418,6 @@ class Session:
                 maillog.warning(f"{qid}: the MTA may have the message although msa answered {result.reply}; "
                                 "the client may send it again")
             if result.reply is None:
-                if self.conn is not None and self.conn.user is not None:  # S-1201: counted once accepted
-                    self.server.limits.record(self.conn.user, len(env.recipients))
                 return R.queued(qid)
             return result.reply
         finally:

@@ -4,7 +4,7 @@ Bytes in, events and reply bytes out; no sockets, threads, files or
 processes (DESIGN.md). Public names only.
 """
 
-from .connection import Connection, Policy, Quota, Settings
+from .connection import Connection, Policy, Settings
 from .events import (
     PAUSING,
     AuthCheck,
@@ -25,6 +25,6 @@ from .replies import Reply
 
 __all__ = [
     "PAUSING", "AuthCheck", "Close", "Connection", "DataChunk", "DataEnd", "DataStart",
-    "Ehlo", "Envelope", "Event", "MailFrom", "Policy", "Quota", "RcptTo", "Refused", "Reply",
+    "Ehlo", "Envelope", "Event", "MailFrom", "Policy", "RcptTo", "Refused", "Reply",
     "Reset", "Settings", "StartTls",
 ]

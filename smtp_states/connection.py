@@ -43,23 +43,22 @@ from .replies import Reply
 from .states import ANY_STATE, JUNK, NOT_IMPLEMENTED, State, refusal
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """What an authenticated user may still send now (S-1201): whether one
-    more message, and how many more recipients (None: no limit)."""
-
-    message_ok: bool = True
-    recipients_left: int | None = None
-
-
 class Policy(Protocol):
     """Sender policy and sending limits, supplied by the shell (S-601,
     S-603, S-1201). Called synchronously; the shell answers from memory
-    or its state store and fails open."""
+    or its state store and fails open.
+
+    The limits are reservations (S-1201 amended): ``reserve_message`` at
+    MAIL and ``reserve_recipient`` at each new RCPT check and count in one
+    step, False when the limit is reached. The shell gives them back when
+    the transaction ends without an accepted message (the Reset, Close and
+    DataEnd events tell it when)."""
 
     def may_send_as(self, user: str, address: str) -> bool: ...
 
-    def quota(self, user: str) -> Quota: ...
+    def reserve_message(self, user: str) -> bool: ...
+
+    def reserve_recipient(self, user: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +85,11 @@ class _Transaction:
     """The envelope being built (OpenSMTPD's smtp_tx); cleared by RSET,
     EHLO/HELO, STARTTLS and after each message (S-203)."""
 
-    __slots__ = ("sender", "params", "recipients", "rcpt_dsn", "keys", "recipients_left")
+    __slots__ = ("sender", "params", "recipients", "rcpt_dsn", "keys")
 
-    def __init__(self, sender: str, params: C.MailParams, recipients_left: int | None = None) -> None:
+    def __init__(self, sender: str, params: C.MailParams) -> None:
         self.sender = sender
         self.params = params
-        self.recipients_left = recipients_left  # S-1201
         self.recipients: list[str] = []
         self.rcpt_dsn: list[tuple[str | None, str | None]] = []
         self.keys: set[str] = set()
@@ -403,12 +401,11 @@ class Connection(AuthExchange):
             if not self.policy.may_send_as(self.user, path.address):  # S-601
                 self._reply(R.sender_not_owned(path.address, self.user), events, "MAIL", path.address)
                 return
-        quota = self.policy.quota(self.user) if self.user is not None else Quota()
-        if not quota.message_ok:  # S-1201
+        if self.user is not None and not self.policy.reserve_message(self.user):  # S-1201, the last check
             self._reply(R.RATE_LIMITED, events, "MAIL", path.address)
             return
         self._mails += 1
-        self._tx = _Transaction(path.address, parsed, quota.recipients_left)
+        self._tx = _Transaction(path.address, parsed)
         self.state = State.MAIL
         self._send(R.SENDER_OK)
         events.append(MailFrom(path.address, parsed.size, parsed.body, parsed.smtputf8))
@@ -438,7 +435,7 @@ class Connection(AuthExchange):
             if len(tx.recipients) >= self.settings.max_recipients:  # S-205
                 self._reply(R.TOO_MANY_RECIPIENTS, events, "RCPT", path.address)
                 return
-            if tx.recipients_left is not None and len(tx.recipients) >= tx.recipients_left:  # S-1201
+            if self.user is not None and not self.policy.reserve_recipient(self.user):  # S-1201, the last check
                 self._reply(R.RECIPIENT_LIMIT, events, "RCPT", path.address)
                 return
             tx.keys.add(key)

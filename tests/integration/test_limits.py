@@ -97,6 +97,95 @@ def test_a_refused_message_costs_nothing(start_msa, tmp_path):  # S-1201: counte
     w.close()
 
 
+def _simultaneously(n: int, session) -> list:
+    """Run `session(i)` in n threads that all pass a barrier together; the results."""
+    import threading
+
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i: int) -> None:
+        results[i] = session(i, barrier)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_simultaneous_sessions_never_pass_the_message_limit_together(start_msa, tmp_path):  # S-1201 amended
+    m = start_msa(users=users(tmp_path), trusted_networks="", limit_messages="5/1h", max_connections_per_ip=50)
+
+    def session(i, barrier):
+        w = login(m)
+        try:
+            barrier.wait()
+            code, _ = w.cmd("MAIL FROM:<alice@example.org>")
+            if code != 250:
+                return code
+            w.expect(f"RCPT TO:<r{i}@example.net>", 250)
+            w.expect("DATA", 354)
+            w.send(HEADER)
+            return w.reply()[0]
+        finally:
+            w.close()
+
+    codes = _simultaneously(12, session)
+    assert sorted(codes) == [250] * 5 + [450] * 7, codes
+    assert len(msatest.Outbox(m.dir / "outbox").messages()) == 5
+
+
+def test_simultaneous_messages_never_pass_the_recipient_limit_together(start_msa, tmp_path):  # S-1201 amended
+    m = start_msa(users=users(tmp_path), trusted_networks="", limit_recipients="5/1h")
+
+    def session(i, barrier):
+        w = login(m)
+        try:
+            w.expect("MAIL FROM:<alice@example.org>", 250)
+            barrier.wait()
+            took = [r for r in range(5) if w.cmd(f"RCPT TO:<m{i}r{r}@example.net>")[0] == 250]
+            if not took:
+                return 0
+            w.expect("DATA", 354)
+            w.send(HEADER)
+            assert w.reply()[0] == 250
+            return len(took)
+        finally:
+            w.close()
+
+    accepted = _simultaneously(4, session)
+    assert sum(accepted) == 5, accepted
+    delivered = msatest.Outbox(m.dir / "outbox").messages()
+    assert sum(len(d.recipients) for d in delivered) == 5
+
+
+def test_what_a_failed_or_abandoned_message_reserved_is_given_back(start_msa, tmp_path):  # S-1201 amended
+    m = start_msa(users=users(tmp_path), trusted_networks="", limit_messages="2/1h", limit_recipients="2/1h")
+    w = login(m)
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    w.expect("RCPT TO:<a@example.net>", 250)
+    w.expect("RSET", 250)  # given back
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    w.expect("RCPT TO:<b@example.net>", 250)
+    w.close()  # a client that vanishes mid-transaction: given back too
+    m.wait_log(r"disconnect from")
+    w = login(m)
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    w.expect("RCPT TO:<c@example.net>", 250)
+    w.expect("DATA", 354)
+    w.send(b"no header separator and a NUL\x00\r\n.\r\n")
+    assert w.reply()[0] == 554  # refused at the dot: given back
+    # Nothing of the three is counted: both recipients and a message are left.
+    assert send(w, "d@example.net", "e@example.net")[0] == 250
+    w.expect("MAIL FROM:<alice@example.org>", 250)
+    assert w.cmd("RCPT TO:<f@example.net>")[0] == 452
+    w.close()
+    shown = limits_cmd(m.dir / "msa.conf", "alice")
+    assert "alice: 1 messages, 2 recipients" in shown.stdout, shown.stdout
+
+
 def test_trusted_clients_are_not_limited(start_msa, tmp_path):  # S-1201
     m = start_msa(users=users(tmp_path), limit_messages="1/1h")
     with msatest.smtp(m) as s:
@@ -280,8 +369,35 @@ def test_read_only_store_fails_open_with_one_warning_and_recovers(start_msa, tmp
     finally:
         for f in files + [state_dir]:
             _immutable(f, False)
-    assert _send_once(m) in (250, 450)
+    # While the episode lasts the store is tried again after a growing pause
+    # (at most 5 s), never once per message: mail keeps flowing meanwhile.
+    deadline = time.monotonic() + 15
+    while "works again" not in m.log().replace("until it works again", "") and time.monotonic() < deadline:
+        assert _send_once(m) in (250, 450)
+        time.sleep(0.5)
     m.wait_log(r"state store \S+ works again")
+
+
+def test_a_write_locked_store_is_one_warning_not_one_per_message(start_msa, tmp_path):  # S-1202
+    m = start_msa(users=users(tmp_path), trusted_networks="", limit_messages="50/1h")
+    assert _send_once(m) == 250
+    locker = sqlite3.connect(m.dir / "state" / "state.sqlite", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock; readers still read
+    try:
+        w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+        w.reply()
+        w.expect("EHLO x.example", 250)
+        w.expect("AUTH PLAIN " + b64("\0alice\0wrong"), 535)
+        w.close()
+        for _ in range(4):
+            assert _send_once(m) == 250
+        m.wait_log(r"until it works again")
+        log = m.log()
+        assert log.count("until it works again") == 1, log
+        assert "works again" not in log.replace("until it works again", "")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
 
 
 def test_serve_starts_with_an_unusable_state_dir_and_check_names_it(start_msa, tmp_path):  # S-1202
@@ -296,15 +412,34 @@ def test_serve_starts_with_an_unusable_state_dir_and_check_names_it(start_msa, t
     assert f"state_dir: {blocker} is not a directory" in p.stdout
 
 
+def test_check_warns_of_a_readable_state_dir_and_refuses_a_symlinked_store(tmp_path):  # S-1202 amended
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    conf = msatest.write_config(tmp_path, None, users=users(tmp_path), state_dir=state)
+
+    def check():
+        return subprocess.run([sys.executable, MSA, "check", "-c", str(conf)], capture_output=True, text=True,
+                              timeout=60)
+
+    p = check()
+    assert p.returncode == 0, p.stdout
+    assert f"warning: {conf}" in p.stdout and f"state_dir: {state} is mode 0755" in p.stdout
+    state.chmod(0o700)
+    (state / "state.sqlite").symlink_to(tmp_path / "elsewhere")
+    p = check()
+    assert p.returncode == 1 and "state.sqlite is a symbolic link" in p.stdout, p.stdout
+
+
 def test_concurrent_writers_share_one_store(tmp_path):  # S-1202: serve and inetd write the same file
     from server.state import Store
 
     a, b = Store(str(tmp_path)), Store(str(tmp_path))
     for _ in range(50):
-        a.record("alice", 2)
-        b.record("alice", 1)
-    assert a.usage("alice", 3600, 86400).messages == 100
-    assert b.usage("alice", 3600, 86400).recipients == 150
+        assert a.reserve("alice", "messages", 10**6, 3600).counted
+        assert b.reserve("alice", "recipients", 10**6, 3600).counted
+    assert a.usage("alice", 3600, 86400).messages == 50
+    assert b.usage("alice", 3600, 86400).recipients == 50
     with sqlite3.connect(tmp_path / "state.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     a.close()

@@ -151,6 +151,46 @@ def test_fake_salt_is_the_same_after_a_restart(start_msa, tmp_path):  # S-514: t
     assert before.split(b",")[1] == after.split(b",")[1]  # s=...
 
 
+def _inetd_salt(conf, name: str) -> bytes:
+    """The salt one `msa.py inetd` process (on pipes) gives `name`."""
+    first, _ = scramtest.client_first(name, b"rOprNGfwEbeRWgbNEkqO", b"n,,")
+    script = b"EHLO x.example\r\nAUTH SCRAM-SHA-256 " + base64.b64encode(first) + b"\r\n"
+    p = subprocess.run([sys.executable, MSA, "inetd", "-c", str(conf)], input=script, capture_output=True,
+                       timeout=60)
+    line = next(x for x in p.stdout.split(b"\r\n") if x.startswith(b"334 "))
+    return dict(x.split(b"=", 1) for x in base64.b64decode(line[4:]).split(b","))[b"s"]
+
+
+@pytest.mark.parametrize("fault", ["junk", "locked"])
+def test_fake_salts_hold_across_processes_while_the_store_fails(tmp_path, fault):  # S-514 amended, S-1202
+    # Under inetd every connection is a new process: a salt made from a
+    # per-process random secret would differ on each one, while a real
+    # user's never changes, and so tell unknown names from known ones.
+    import sqlite3
+
+    users = tmp_path / "users.db"
+    msatest.add_user(users, "alice", PASSWORD, ["alice@example.org"], scram=True)
+    state = tmp_path / "state"
+    conf = msatest.write_config(tmp_path, None, users=users, trusted_networks="", auth_scram="yes",
+                                require_tls_for_auth="no", state_dir=state)
+    before = _inetd_salt(conf, "ghost")
+    locker = None
+    if fault == "junk":
+        (state / "state.sqlite").write_bytes(b"not a database\n" * 100)
+        for name in ("state.sqlite-wal", "state.sqlite-shm"):
+            (state / name).unlink(missing_ok=True)
+    else:
+        locker = sqlite3.connect(state / "state.sqlite", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+    try:
+        salts = {_inetd_salt(conf, "ghost") for _ in range(3)}
+    finally:
+        if locker is not None:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert salts == {before}
+
+
 def msmtp(m, mode: str, user: str, password: str, tmp_path, certs) -> subprocess.CompletedProcess:
     args = [MSMTP, "--host=localhost", f"--port={m.ports[mode]}", "--tls=on",
             f"--tls-starttls={'on' if mode == 'starttls' else 'off'}", f"--tls-trust-file={certs.cert}",

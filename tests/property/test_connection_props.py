@@ -37,7 +37,6 @@ from smtp_states import (
     DataStart,
     Event,
     MailFrom,
-    Quota,
     RcptTo,
     Reset,
     Settings,
@@ -135,8 +134,11 @@ class Policy:
     def may_send_as(self, user: str, address: str) -> bool:
         return address.endswith("@example.com")
 
-    def quota(self, user: str) -> Quota:
-        return Quota()
+    def reserve_message(self, user: str) -> bool:
+        return True
+
+    def reserve_recipient(self, user: str) -> bool:
+        return True
 
 
 def new_connection(

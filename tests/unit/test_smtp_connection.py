@@ -29,7 +29,6 @@ from smtp_states import (
     Ehlo,
     Event,
     MailFrom,
-    Quota,
     RcptTo,
     Refused,
     Reply,
@@ -66,18 +65,31 @@ def plain(user: str = "alice", password: bytes = PASSWORD, authzid: str = "") ->
 class OwnPolicy:
     """`user` owns user@example.com, and alice also owns alice@[192.0.2.1]."""
 
-    def __init__(self, quota: Quota | None = None) -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
-        self.limits = quota or Quota()
-        self.quota_calls: list[str] = []
+        # S-1201: what the store would still let through (None: no limit).
+        self.messages_left: int | None = None
+        self.recipients_left: int | None = None
+        self.reserved: list[tuple[str, str]] = []
 
     def may_send_as(self, user: str, address: str) -> bool:
         self.calls.append((user, address))
         return address.lower() in (f"{user}@example.com", f"{user}@[192.0.2.1]")
 
-    def quota(self, user: str) -> Quota:
-        self.quota_calls.append(user)
-        return self.limits
+    def _reserve(self, user: str, kind: str) -> bool:
+        left = getattr(self, f"{kind}_left")
+        if left is not None:
+            if left <= 0:
+                return False
+            setattr(self, f"{kind}_left", left - 1)
+        self.reserved.append((user, kind))
+        return True
+
+    def reserve_message(self, user: str) -> bool:
+        return self._reserve(user, "messages")
+
+    def reserve_recipient(self, user: str) -> bool:
+        return self._reserve(user, "recipients")
 
 
 def check_credentials(ev: AuthCheck) -> sasl.AuthResult:
@@ -1014,20 +1026,29 @@ def test_sender_reply_names_the_authenticated_user():  # S-601
 
 def test_message_over_the_limit_gets_450_at_mail():  # S-1201
     s = authenticated()
-    s.policy.limits = Quota(message_ok=False)
+    s.policy.messages_left = 0
     assert s.one(b"MAIL FROM:<alice@example.com>") == "450 4.7.1 Sending rate limit exceeded; try again later"
     assert s.of(MailFrom) == []
     refused = s.of(Refused)[-1]
     assert refused.command == "MAIL" and refused.reply.code == 450
     # Not in a transaction: a pipelined RCPT gets 503, nothing is queued.
     assert s.one(b"RCPT TO:<bob@example.net>").startswith("503 ")
-    s.policy.limits = Quota()
+    s.policy.messages_left = None
     assert s.one(b"MAIL FROM:<alice@example.com>") == "250 2.1.0 Ok"
+
+
+def test_a_message_is_reserved_only_once_every_other_check_passed():  # S-1201 amended
+    s = authenticated()
+    s.one(b"MAIL FROM:<mallory@example.com>")  # not owned: nothing reserved
+    s.one(b"MAIL FROM:<alice@example.com> SIZE=x")  # malformed: nothing reserved
+    assert s.policy.reserved == []
+    assert s.one(b"MAIL FROM:<alice@example.com>") == "250 2.1.0 Ok"
+    assert s.policy.reserved == [("alice", "messages")]
 
 
 def test_recipient_past_the_limit_gets_452_and_earlier_ones_stand():  # S-1201
     s = authenticated()
-    s.policy.limits = Quota(recipients_left=2)
+    s.policy.recipients_left = 2
     in_transaction(s)
     assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
     assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"  # the same one again costs nothing
@@ -1036,17 +1057,18 @@ def test_recipient_past_the_limit_gets_452_and_earlier_ones_stand():  # S-1201
     assert s.one(b"DATA") == "354 End data with <CR><LF>.<CR><LF>"
     s.ask(b"Subject: x\r\n\r\nbody\r\n.\r\n")
     assert s.delivered[-1].envelope.recipients == ("a@example.net", "b@example.net")
+    assert s.policy.reserved.count(("alice", "recipients")) == 2
 
 
 def test_limits_are_asked_only_for_authenticated_users():  # S-1201: trusted networks are not limited
     s = trusted()
-    s.policy.limits = Quota(message_ok=False, recipients_left=0)
+    s.policy.messages_left = s.policy.recipients_left = 0
     assert s.one(b"MAIL FROM:<anyone@example.org>") == "250 2.1.0 Ok"
     assert s.one(b"RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
-    assert s.policy.quota_calls == []
+    assert s.policy.reserved == []
     a = authenticated()
     in_transaction(a)
-    assert a.policy.quota_calls == ["alice"]
+    assert a.policy.reserved[0] == ("alice", "messages")
 
 
 def test_null_sender_is_allowed_to_authenticated_users():  # S-601
