@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import child
@@ -51,11 +52,27 @@ for resource in sys.argv[3:]:
 OUTPUT_MAX = 64 * 1024
 
 
-def resources(fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], limit: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """The stamp resources of a message, and the recipients that would have
+    had one but cannot carry it (S-1106: the format is ASCII)."""
+
+    resources: list[str]
+    unstampable: list[str]
+
+    def left_out(self) -> str:
+        """For the log: how many were left out, and why."""
+        n = len(self.unstampable)
+        return f"{n} recipient{'s' if n != 1 else ''} left out: not ASCII" if n else ""
+
+
+def resources(fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], limit: int) -> Wanted:
     """The stamp resources: each address of To: then Cc: (in the order they
     appear) that is also an envelope recipient, as the envelope names it,
-    once; never a Bcc-only one. Addresses a stamp cannot carry (a colon,
-    non-ASCII or white space) are left out. At most `limit`."""
+    once; never a Bcc-only one. At most `limit`. Addresses a stamp cannot
+    carry (non-ASCII, or a colon or white space, which the format's
+    separators forbid and S-206 keeps out of the envelope anyway) are
+    counted apart, so the log can say that they were left out."""
     from headers import parse_addresses
 
     from .pipeline import unfolded
@@ -64,18 +81,21 @@ def resources(fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], li
     for rcpt in recipients:
         envelope.setdefault(rcpt.lower(), rcpt)
     chosen: list[str] = []
+    unstampable: list[str] = []
     for wanted in ("to", "cc"):
         for name, raw in fields:
             if name.lower() != wanted:
                 continue
             for address in parse_addresses(unfolded(name, raw)) or ():
                 rcpt = envelope.get(address.lower())
-                if rcpt is None or rcpt in chosen or not _stampable(rcpt):
+                if rcpt is None or rcpt in chosen or rcpt in unstampable:
                     continue
-                chosen.append(rcpt)
-                if len(chosen) >= limit:
-                    return chosen
-    return chosen
+                if not _stampable(rcpt):
+                    unstampable.append(rcpt)
+                    continue
+                if len(chosen) < limit:
+                    chosen.append(rcpt)
+    return Wanted(chosen, unstampable)
 
 
 def _stampable(address: str) -> bool:
@@ -94,21 +114,26 @@ def valid(stamp: str, bits: int, resource: str) -> bool:
 class Minter:
     """The minting child for one message."""
 
-    def __init__(self, bits: int, wanted: list[str], affinity: Any, now: datetime.datetime | None = None) -> None:
+    def __init__(self, bits: int, wanted: list[str], affinity: Any, now: datetime.datetime | None = None,
+                 left_out: str = "") -> None:
         """OSError when the child cannot be started."""
         self.bits = bits
         self.wanted = wanted
+        self.left_out = left_out  # recipients that get no stamp, for the log
+        self.child: child.Child | None = None
+        if not wanted:
+            return  # nothing to mint: only the log's note
         when = now or datetime.datetime.now(datetime.timezone.utc)
         date = when.astimezone(datetime.timezone.utc).strftime("%y%m%d")
         python = sys.executable or "python3"
-        self.child: child.Child | None = child.Child([python, "-I", "-S", "-c", MINT, str(bits), date, *wanted], (),
-                                                    stdout_limit=OUTPUT_MAX, affinity=affinity, env={})
+        self.child = child.Child([python, "-I", "-S", "-c", MINT, str(bits), date, *wanted], (),
+                                 stdout_limit=OUTPUT_MAX, affinity=affinity, env={})
 
     def finish(self, deadline: float) -> tuple[list[str], str]:
         """The stamps found by `deadline` (time.monotonic()), in order, and
         a note for the log if some were left out or the minter failed."""
         if self.child is None:
-            return [], "not started"
+            return [], "" if not self.wanted else "not started"
         done = self.child.run(deadline)
         self.child = None
         lines = done.stdout.decode("ascii", "replace").split("\n")[: len(self.wanted)]
@@ -132,13 +157,15 @@ class Minter:
 
 
 def start(cfg: Any, fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], affinity: Any) -> Minter | None:
-    """A minter for this message, or None when nothing is to be stamped."""
+    """A minter for this message (one that mints nothing when every
+    recipient named was left out, so that the log says so), or None when no
+    recipient is named in To: or Cc:."""
     if cfg.hashcash_bits <= 0 or cfg.hashcash_max_stamps <= 0:
         return None
     wanted = resources(fields, recipients, cfg.hashcash_max_stamps)
-    if not wanted:
+    if not wanted.resources and not wanted.unstampable:
         return None
-    return Minter(cfg.hashcash_bits, wanted, affinity)
+    return Minter(cfg.hashcash_bits, wanted.resources, affinity, left_out=wanted.left_out())
 
 
 def step(msg: Any, ctx: Any, fields: Sequence[tuple[str, bytes]]) -> Any:
@@ -162,6 +189,7 @@ def step(msg: Any, ctx: Any, fields: Sequence[tuple[str, bytes]]) -> Any:
         added = b"".join(b"X-Hashcash: " + s.encode("ascii") + b"\r\n" for s in stamps)
         received = len(fields[0][1]) if fields and fields[0][0].lower() == "received" else 0
         msg.header = msg.header[:received] + added + msg.header[received:]
+    why = "; ".join(w for w in (why, minter.left_out) if w)
     msg.notes.append(f"hashcash={len(stamps)} stamp{'s' if len(stamps) != 1 else ''} ({cfg.hashcash_bits} bits"
                      + (f"; {why})" if why else ")"))
     return msg

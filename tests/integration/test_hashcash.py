@@ -85,6 +85,30 @@ def test_stamps_check_with_the_hashcash_tool_and_never_name_a_bcc(start_msa, tmp
     m.wait_log(rf"[0-9A-F]{{10}}: hashcash=2 stamps \({BITS} bits\)")
 
 
+def test_a_non_ascii_recipient_gets_no_stamp_and_the_log_says_so(start_msa, tmp_path):  # S-1106
+    m = start(start_msa, tmp_path)
+    for rcpts, stamped, note in (
+        (["jörg@example.net", "carol@example.net"], ["carol@example.net"], "hashcash=1 stamp"),
+        (["jörg@example.net"], [], "hashcash=0 stamps"),
+    ):
+        w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60)
+        w.reply()
+        w.expect("EHLO laptop.example", 250)
+        w.expect("AUTH PLAIN " + b64("\0alice\0" + PASSWORD), 235)
+        w.expect("MAIL FROM:<alice@example.org> SMTPUTF8", 250)
+        for r in rcpts:
+            w.expect(f"RCPT TO:<{r}>", 250)
+        w.expect("DATA", 354)
+        header = "From: alice@example.org\r\nTo: " + ", ".join(rcpts) + "\r\nSubject: utf8\r\n\r\nhi\r\n.\r\n"
+        w.send(header.encode())
+        assert w.reply()[0] == 250
+        w.close()
+        d = m.outbox.messages()[-1]
+        assert [st.split(":")[3] for st in stamps_of(d.data)] == stamped
+        # The log never claims a stamp that is not there, and says what was left out and why.
+        m.wait_log(rf"{note} \({BITS} bits; 1 recipient left out: not ASCII\)")
+
+
 def test_at_most_max_stamps(start_msa, tmp_path):  # S-1106
     m = start(start_msa, tmp_path, hashcash_max_stamps=2)
     rcpts = [f"r{i}@example.net" for i in range(5)]

@@ -68,10 +68,10 @@ def test_stamp_resources_follow_to_then_cc_and_skip_bcc():  # S-1106
     fields = pipeline._fields(b"To: b@x.example,\r\n A <a@x.example>\r\nCc: c@x.example, B@X.example\r\n"
                               b"Cc: d@x.example\r\nBcc: e@x.example\r\n\r\n")
     envelope = ["a@x.example", "b@x.example", "c@x.example", "d@x.example", "e@x.example", "o:dd@x.example"]
-    assert stamps.resources(fields, envelope, 10) == ["b@x.example", "a@x.example", "c@x.example", "d@x.example"]
-    assert stamps.resources(fields, envelope, 2) == ["b@x.example", "a@x.example"]
+    assert stamps.resources(fields, envelope, 10).resources == ["b@x.example", "a@x.example", "c@x.example", "d@x.example"]
+    assert stamps.resources(fields, envelope, 2).resources == ["b@x.example", "a@x.example"]
     colon = pipeline._fields(b'To: "o:dd"@x.example\r\n\r\n')
-    assert stamps.resources(colon, ['"o:dd"@x.example'], 10) == []  # a colon cannot be in a stamp
+    assert stamps.resources(colon, ['"o:dd"@x.example'], 10).resources == []  # a colon cannot be in a stamp
 
 
 def test_stamp_validity():  # S-1106
