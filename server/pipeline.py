@@ -150,6 +150,8 @@ class Context:
     data_end: float = 0.0  # time.monotonic() at the final dot (S-1106's budget starts there)
     signer: Any = None  # pgp.EarlySigner started at the end of the header, or None
     minter: Any = None  # stamps.Minter started at the end of the header, or None
+    minting: Any = None  # the host's minting slots (server/slots.py), or None: unbounded
+    signing: Any = None  # the host's signing slots
 
 
 def parts_chunks(parts: tuple[Part, ...], size: int) -> Iterator[bytes]:

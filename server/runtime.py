@@ -149,6 +149,12 @@ class Server:
         self._limits: Any = None  # server.limits.SendingLimits, made on first use
         self.affinity = CpuAffinity()  # pinned by serve (server/affinity.py)
         self.random = RandomPool()  # ids and Message-IDs
+        # S-1106: Hashcash minters and PGP signers, each at most one per core
+        # on the host, whatever process starts them (server/slots.py).
+        from .slots import HostSlots, cores
+
+        self.minting = HostSlots(cfg.spool, "hashcash", cores())
+        self.signing = HostSlots(cfg.spool, "pgp", cores())
 
     @property
     def handoff(self) -> Any:

@@ -356,7 +356,8 @@ class Session:
         fields = pipeline._fields(fixed)
         qid = self.qid or self.sid
         try:
-            self.minter = stamps.start(cfg, fields, self.envelope.recipients, self.server.affinity)
+            self.minter = stamps.start(cfg, fields, self.envelope.recipients, self.server.affinity,
+                                       self.server.minting)
         except OSError as e:
             maillog.warning(f"{qid}: hashcash: cannot start the minter: {e.strerror or e}")
         head = pgp.early_part_head(fields) if key is not None else None
@@ -400,7 +401,7 @@ class Session:
             body = FileRange(spool.fd, offset, spool.size - offset)
             pctx = pipeline.Context(qid, self.conn.user if self.conn else None, env.recipients, cfg,
                                     self.server.affinity, self.server.random.take, data_end, self.signer,
-                                    self.minter)
+                                    self.minter, self.server.minting, self.server.signing)
             signed = pipeline.run(self.server.runtime, pctx, header, body, self.digest)  # S-1101
             self.extra_spools = signed.spools
             for note in signed.notes:

@@ -112,30 +112,64 @@ def valid(stamp: str, bits: int, resource: str) -> bool:
 
 
 class Minter:
-    """The minting child for one message."""
+    """The minting child for one message. It runs only while it holds one
+    of the host's minting slots (server/slots.py, S-1106): taken at once
+    when one is free, else waited for within the time budget at `finish`."""
 
-    def __init__(self, bits: int, wanted: list[str], affinity: Any, now: datetime.datetime | None = None,
-                 left_out: str = "") -> None:
+    def __init__(self, bits: int, wanted: list[str], affinity: Any, slots: Any = None,
+                 now: datetime.datetime | None = None, left_out: str = "") -> None:
         """OSError when the child cannot be started."""
         self.bits = bits
         self.wanted = wanted
         self.left_out = left_out  # recipients that get no stamp, for the log
+        self.affinity = affinity
+        self.slots = slots
+        self.slot: Any = None
         self.child: child.Child | None = None
-        if not wanted:
-            return  # nothing to mint: only the log's note
         when = now or datetime.datetime.now(datetime.timezone.utc)
-        date = when.astimezone(datetime.timezone.utc).strftime("%y%m%d")
+        self.date = when.astimezone(datetime.timezone.utc).strftime("%y%m%d")
+        if wanted:
+            self._start(None)
+
+    def _start(self, deadline: float | None) -> bool:
+        """Start the child once a slot is held (waiting until `deadline`;
+        None: only if one is free now)."""
+        if self.slots is not None:
+            self.slot = self.slots.take(deadline)
+            if self.slot is None:
+                return False
         python = sys.executable or "python3"
-        self.child = child.Child([python, "-I", "-S", "-c", MINT, str(bits), date, *wanted], (),
-                                 stdout_limit=OUTPUT_MAX, affinity=affinity, env={})
+        try:
+            self.child = child.Child([python, "-I", "-S", "-c", MINT, str(self.bits), self.date, *self.wanted], (),
+                                     stdout_limit=OUTPUT_MAX, affinity=self.affinity, env={})
+        except OSError:
+            self._release()
+            raise
+        return True
+
+    def _release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
 
     def finish(self, deadline: float) -> tuple[list[str], str]:
         """The stamps found by `deadline` (time.monotonic()), in order, and
         a note for the log if some were left out or the minter failed."""
+        if not self.wanted:
+            return [], ""
         if self.child is None:
-            return [], "" if not self.wanted else "not started"
-        done = self.child.run(deadline)
-        self.child = None
+            try:
+                started = self._start(deadline)
+            except OSError as e:
+                return [], f"cannot run the minter: {e.strerror or e}"
+            if not started:
+                return [], f"no minting slot free within the time budget, {len(self.wanted)} left out"
+        assert self.child is not None
+        try:
+            done = self.child.run(deadline)
+        finally:
+            self.child = None
+            self._release()
         lines = done.stdout.decode("ascii", "replace").split("\n")[: len(self.wanted)]
         stamps = []
         for stamp, resource in zip(lines, self.wanted, strict=False):
@@ -154,18 +188,20 @@ class Minter:
         if self.child is not None:
             self.child.run(0.0)  # a deadline in the past: killed and reaped at once
             self.child = None
+        self._release()
 
 
-def start(cfg: Any, fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], affinity: Any) -> Minter | None:
+def start(cfg: Any, fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], affinity: Any,
+          slots: Any = None) -> Minter | None:
     """A minter for this message (one that mints nothing when every
     recipient named was left out, so that the log says so), or None when no
-    recipient is named in To: or Cc:."""
+    recipient is named in To: or Cc:. `slots`: the host's minting slots."""
     if cfg.hashcash_bits <= 0 or cfg.hashcash_max_stamps <= 0:
         return None
     wanted = resources(fields, recipients, cfg.hashcash_max_stamps)
     if not wanted.resources and not wanted.unstampable:
         return None
-    return Minter(cfg.hashcash_bits, wanted.resources, affinity, left_out=wanted.left_out())
+    return Minter(cfg.hashcash_bits, wanted.resources, affinity, slots, left_out=wanted.left_out())
 
 
 def step(msg: Any, ctx: Any, fields: Sequence[tuple[str, bytes]]) -> Any:
@@ -175,7 +211,7 @@ def step(msg: Any, ctx: Any, fields: Sequence[tuple[str, bytes]]) -> Any:
     minter = ctx.minter
     if minter is None:  # no header end seen before the dot (a header-only message)
         try:
-            minter = start(cfg, fields, ctx.recipients, ctx.affinity)
+            minter = start(cfg, fields, ctx.recipients, ctx.affinity, ctx.minting)
         except OSError as e:
             msg.notes.append(f"hashcash=failed (cannot run the minter: {e.strerror or e})")
             return msg

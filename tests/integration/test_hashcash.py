@@ -175,3 +175,34 @@ def test_hashcash_with_dkim_stamps_below_the_signatures_and_dkim_verifies(start_
     names = [line.split(b":")[0] for line in d.data.partition(b"\r\n\r\n")[0].split(b"\r\n") if line[:1] not in b" \t"]
     assert names[:3] == [b"Received", b"DKIM-Signature", b"X-Hashcash"]
     assert dkim.verify(d.data, dnsfunc=lambda name, timeout=5: record)
+
+
+def test_minters_on_a_host_are_bounded_by_its_cores(start_msa, tmp_path):  # S-1106
+    # Sessions that stop after their header each want a minter; at most one
+    # per core runs, and the others wait within their time budget.
+    from server.slots import cores
+
+    m = start(start_msa, tmp_path, hashcash_bits=30, hashcash_time_budget=1)  # 30 bits: minutes each
+    sessions = []
+    for _ in range(cores() + 4):
+        w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60)
+        w.reply()
+        w.expect("EHLO laptop.example", 250)
+        w.expect("AUTH PLAIN " + b64("\0alice\0" + PASSWORD), 235)
+        w.transaction("alice@example.org", "carol@example.net")
+        w.send(b"From: alice@example.org\r\nTo: carol@example.net\r\n\r\nbody\r\n")
+        sessions.append(w)
+    assert msatest.wait_until(lambda: sum(" -c " in c for c in m.children()) == cores())
+    most = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        most = max(most, sum(" -c " in c for c in m.children()))
+        time.sleep(0.05)
+    assert most == cores(), most
+    for w in sessions:  # each ends within its budget, stamped or not; the reply never depends on it
+        w.send(b".\r\n")
+    for w in sessions:
+        assert w.reply()[0] == 250
+        w.close()
+    assert "no minting slot free within the time budget, 1 left out" in m.log()
+    assert msatest.wait_until(lambda: not m.children()), m.children()
