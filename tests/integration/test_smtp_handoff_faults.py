@@ -190,3 +190,30 @@ def test_inetd_session_hands_off_over_smtp_and_quits(tmp_path, certs, fake_mta):
     while fake_mta.connections[0].commands[-1:] != ["QUIT"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake_mta.connections[0].commands[-1] == "QUIT"  # closed politely at the end
+
+
+def test_dsn_xtext_with_controls_is_refused_before_it_reaches_the_mta(start_msa, fake_mta):  # S-809 amended
+    # RFC 3461 §4.2, §4.4: a decoded ENVID or ORCPT holds printable US-ASCII
+    # only. A real MTA refuses the rest; msa refuses it at MAIL and RCPT, so
+    # it never costs a whole message after DATA.
+    m = start_msa(handoff=fake_mta.handoff)
+    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=60)
+    assert w.reply()[0] == 220
+    assert "DSN" in [line[4:] for line in w.expect("EHLO client.example", 250).splitlines()]
+    # Seven refusals: below the ten protocol errors that end a session (S-106).
+    for bad in ("ENVID=m+01x", "ENVID=m+0D+0Ax", "ENVID=caf+C3+A9", "ENVID=m+2b"):
+        assert w.cmd(f"MAIL FROM:<alice@example.org> {bad}") == (501, "501 5.5.4 Invalid parameter"), bad
+    w.expect("MAIL FROM:<alice@example.org> RET=HDRS ENVID=m+20x", 250)
+    for bad in ("ORCPT=rfc822;bob+09@example.net", "ORCPT=rfc822;b+C3+B8b@example.net",
+                "ORCPT=rfc822;bob+7F@example.net"):
+        assert w.cmd(f"RCPT TO:<bob@example.net> {bad}") == (501, "501 5.5.4 Invalid parameter"), bad
+    w.expect("RCPT TO:<bob@example.net> NOTIFY=FAILURE ORCPT=rfc822;bob+2Bdsn@example.net", 250)
+    w.expect("DATA", 354)
+    w.send(MSG + b".\r\n")
+    assert w.reply()[0] == 250
+    w.close()
+    [cmds] = [c.commands for c in fake_mta.connections]
+    assert [c for c in cmds if c.startswith(("MAIL", "RCPT"))] == [
+        "MAIL FROM:<alice@example.org> SIZE=%d RET=HDRS ENVID=m+20x" % len(fake_mta.messages()[0]),
+        "RCPT TO:<bob@example.net> NOTIFY=FAILURE ORCPT=rfc822;bob+2Bdsn@example.net",
+    ]
