@@ -10,8 +10,16 @@ is bounded by `sendmail_timeout`; memory is one chunk of the spool file.
 
 Connections are kept for the next message (S-808): at most MAX_REUSE
 messages each, closed when idle for MAX_IDLE seconds, RSET only after a
-failed transaction; a kept connection that fails before the MTA answered
-MAIL is replaced once by a new one, since nothing can have been queued.
+failed transaction (QUIT instead on a connection's last message, S-807); a
+kept connection that fails before the MTA answered MAIL is replaced once by
+a new one, since nothing can have been queued.
+
+The MTA breaking the protocol is a lost connection at that stage (S-808):
+the client core says so, and this shell reads each batch of its events
+whole (a go-ahead followed by the end in one batch is not acted on) and,
+before each write of the message, reads what the MTA sent meanwhile: it
+must be silent between 354 and the dot, so a reply there ends the
+transaction before the dot, and nothing is queued.
 """
 
 from __future__ import annotations
@@ -84,8 +92,8 @@ class _Connection:
             self.send(data, deadline)
 
     def pump(self, deadline: float, notes: list[str], until: tuple[type, ...] = _DONE) -> ClientEvent:
-        """Send what the client queued and read replies until one of the
-        events in `until` (Notes are collected on the way)."""
+        """Send what the client queued and read replies until a batch of
+        events ends the exchange or holds one in `until` (`_decisive`)."""
         while True:
             self.flush(deadline)
             _wait(self.sock.fileno(), select.POLLIN, deadline)
@@ -93,13 +101,27 @@ class _Connection:
                 data = self.sock.recv(_RECV)
             except BlockingIOError:
                 continue
-            for ev in self.client.receive(data):
-                if isinstance(ev, Note):
-                    notes.append(ev.text)
-                elif isinstance(ev, until) or isinstance(ev, _DONE):
-                    return ev
+            ev = _decisive(self.client.receive(data), notes, until)
+            if ev is not None:
+                return ev
             if not data:  # closed, and the client had already given up
                 return Closed()
+
+    def quiet(self, notes: list[str]) -> ClientEvent | None:
+        """Before acting on the MTA's silence (streaming the message): read
+        what already arrived, without waiting, and let the client judge it
+        (`check_silence`). The event that ends the exchange, or None."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        while poller.poll(0):
+            try:
+                data = self.sock.recv(_RECV)
+            except BlockingIOError:
+                break
+            ev = _decisive(self.client.receive(data), notes, ())
+            if ev is not None or not data:
+                return ev
+        return _decisive(self.client.check_silence(), notes, ())
 
     def alive(self) -> bool:
         """Nothing arrived while idle: no 421, no close (a kept connection)."""
@@ -108,8 +130,11 @@ class _Connection:
         return not poller.poll(0)
 
     def close(self, polite: bool) -> None:
-        if polite and self.client.reusable:
+        """Close; `polite`: with QUIT where one may go (idle, or after a
+        refusal: S-807), not in the middle of an exchange."""
+        if polite:
             self.client.quit()
+        if self.client.state is ClientState.QUIT:
             try:
                 deadline = time.monotonic() + QUIT_WAIT
                 self.flush(deadline)
@@ -221,36 +246,40 @@ class SmtpHandoff:
         notes: list[str] = []
         client = conn.client
         try:
-            ev: ClientEvent | None = None
-            for ev in client.start(outgoing):
-                if isinstance(ev, Note):
-                    notes.append(ev.text)
-            if not isinstance(ev, Rejected):  # SMTPUTF8 refused without a word to the MTA
+            # Terminal at once: SMTPUTF8 refused without a word to the MTA,
+            # or the MTA spoke while idle (Lost).
+            ev = _decisive(client.start(outgoing), notes, ())
+            if ev is None:
                 ev = conn.pump(deadline, notes, until=(SendBody,))
                 if isinstance(ev, SendBody):
-                    self._send_message(conn, out, deadline)
-                    ev = conn.pump(deadline, notes)
+                    ev = self._send_message(conn, out, deadline, notes)
+                    if ev is None:  # the dot is sent: its reply
+                        ev = conn.pump(deadline, notes)
         except OSError as e:  # Timeout too: the deadline of the whole exchange
             ev = client.lost("timeout" if isinstance(e, Timeout) else (e.strerror or str(e)))
         result = self._result(ev, conn, notes)
         if isinstance(ev, Lost) and reused and not ev.mail_answered and not ev.after_dot:
             conn.close(polite=False)
             return _Retry(result)
-        if isinstance(ev, Rejected) and client.state is ClientState.REFUSED:
+        if client.state is ClientState.REFUSED and client.messages < MAX_REUSE:
             client.reset()  # S-807: RSET after a failed transaction
             try:
                 conn.pump(min(deadline, time.monotonic() + CLEANUP_WAIT), [], until=(Ready,))
             except OSError:
                 client.quit()
+        # Otherwise the connection's last message: QUIT instead (S-807), in close().
         if client.reusable:
             self._give_back(conn)
         else:
-            conn.close(polite=False)
+            conn.close(polite=True)
         return result
 
-    def _send_message(self, conn: _Connection, out: Outbound, deadline: float) -> None:
+    def _send_message(self, conn: _Connection, out: Outbound, deadline: float,
+                      notes: list[str]) -> ClientEvent | None:
         """The parts, dot-stuffed as they stream, then the final dot; small
-        messages in one write."""
+        messages in one write. Before each write, what the MTA sent since
+        its 354 is read (`quiet`): a reply there, even half of one, breaks
+        the protocol, and the transaction ends before the dot (S-808)."""
         client = conn.client
         pending: list[bytes] = []
         held = 0
@@ -261,11 +290,16 @@ class SmtpHandoff:
                 pending.append(data)
                 held += len(data)
                 if held >= ONE_WRITE:
+                    if (ev := conn.quiet(notes)) is not None:
+                        return ev
                     conn.send(b"".join(pending), deadline)
                     pending, held = [], 0
+        if (ev := conn.quiet(notes)) is not None:
+            return ev
         client.end_body()
         pending.append(client.data_to_send())
         conn.send(b"".join(pending), deadline)
+        return None
 
     def _result(self, ev: ClientEvent | None, conn: _Connection, notes: list[str]) -> HandOff:
         relay = conn.relay
@@ -278,6 +312,27 @@ class SmtpHandoff:
         may_duplicate = isinstance(ev, Lost) and ev.after_dot
         return HandOff(reply, status, _describe(ev, relay), relay=relay, notes=tuple(notes),
                        may_duplicate=may_duplicate)
+
+
+def _decisive(events: list[ClientEvent], notes: list[str], until: tuple[type, ...]) -> ClientEvent | None:
+    """The event of one batch the shell acts on: its first terminal one
+    (`_DONE`), else its first in `until`, else None; Notes go to `notes`.
+    A go-ahead that a terminal event follows in the same batch (Ready or
+    SendBody, then Lost: the MTA broke the protocol in the same breath) is
+    never acted on (S-808)."""
+    done: ClientEvent | None = None
+    go: ClientEvent | None = None
+    for ev in events:
+        if isinstance(ev, Note):
+            notes.append(ev.text)
+        elif isinstance(ev, _DONE):
+            if done is None:
+                done = ev
+            elif isinstance(ev, Lost):  # after Delivered or Rejected: the connection is not kept
+                notes.append(f"then the connection to the MTA was dropped ({ev.reason})")
+        elif go is None and isinstance(ev, until):
+            go = ev
+    return done if done is not None else go
 
 
 class _Retry:

@@ -12,11 +12,20 @@ One transaction at a time: `start(Outgoing)` in READY sends XFORWARD (when
 offered), MAIL and every RCPT (pipelined when offered), then DATA only once
 every recipient was accepted: never DATA after a refused RCPT (S-807), so a
 message reaches the MTA for all its recipients or for none. After a refusal
-inside a transaction the shell calls `reset()` (RSET) or `quit()`.
+of MAIL, a RCPT, DATA or the final dot the shell calls `reset()` (RSET) or,
+on a connection it will not use again, `quit()` (S-807).
 
 Any bytes from the MTA give a defined outcome: a reply the MTA may send
-there, or `Lost` (a protocol violation is a lost connection); nothing here
-raises for the MTA's faults, and every buffer is bounded.
+there, or `Lost` (a protocol violation is a lost connection at that stage,
+S-808); nothing here raises for the MTA's faults, and every buffer is
+bounded. A violation is a reply that answers nothing (one more after the
+EHLO reply, a doubled 354), a reply of the wrong class for its command (RFC
+5321 §4.2.1, §4.3.2: 3yz to anything but DATA, 2yz to DATA), a malformed
+line or EHLO reply, or bytes while the MTA should wait (`check_silence`).
+
+One batch of events may hold a go-ahead and then its end (`Ready` or
+`SendBody`, then `Lost`): the shell reads the whole batch, and the terminal
+event (Delivered, Rejected, Unavailable, Lost, Closed) decides.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ _CODE = re.compile(rb"[2-5][0-9][0-9]")
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|\Z)")
 _XCHAR = frozenset(range(0x21, 0x7F)) - {ord("+"), ord("=")}
 _PLAIN_XTEXT = re.compile(r"[!-*,-<>-~]*\Z")
+_EHLO_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")  # RFC 5321 §4.1.1.1, ASCII only
+_SPACES = re.compile(r"[ \t]+")
+_SIZE_VALUE = re.compile(r"[0-9]{1,20}\Z")  # RFC 1870 §4: size-value ::= 1*20DIGIT, ASCII digits
 
 
 class ClientState(Enum):
@@ -78,15 +90,28 @@ class Extensions:
     xforward: frozenset[str] = frozenset()  # attribute names, upper case
 
     @classmethod
-    def parse(cls, lines: tuple[str, ...]) -> Extensions:
+    def parse(cls, lines: tuple[str, ...]) -> Extensions | str:
+        """The extensions of an EHLO reply's lines, or why the reply cannot
+        be used. Only ASCII keywords and parameters count (RFC 5321
+        §4.1.1.1): str.upper() would make "pıpelınıng" PIPELINING."""
         found: dict[str, list[str]] = {}
+        size_words: list[str] = []
         for line in lines[1:]:  # the first line is the MTA's name
-            words = line.split()
-            if words:
-                found[words[0].upper()] = [w.upper() for w in words[1:]]
+            words = _SPACES.split(line.strip(" \t"))
+            if _EHLO_KEYWORD.match(words[0]):
+                found[words[0].upper()] = [w.upper() for w in words[1:] if w.isascii()]
+                if words[0].upper() == "SIZE":
+                    size_words = words[1:]
         size = None
         if "SIZE" in found:
-            size = int(found["SIZE"][0]) if found["SIZE"][:1] and found["SIZE"][0].isdigit() else 0
+            # RFC 1870 §4: no value, or 1 to 20 ASCII digits; none or 0 is
+            # no fixed limit. int() also takes "²" and other Unicode digits.
+            if not size_words:
+                size = 0
+            elif len(size_words) == 1 and _SIZE_VALUE.match(size_words[0]):
+                size = int(size_words[0])
+            else:
+                return f"SIZE {' '.join(size_words)!a} in the EHLO reply is not a number (RFC 1870)"
         return cls(
             pipelining="PIPELINING" in found,
             size=size,
@@ -229,6 +254,18 @@ class _Replies:
                 self._code = None
                 self._lines = []
 
+    @property
+    def pending(self) -> bool:
+        """Part of a reply is buffered: half a line, or lines of a reply
+        whose last line has not come."""
+        return bool(self._buf) or bool(self._lines)
+
+
+#: The commands as the log names them: "in reply to DATA" (Postfix's words).
+_COMMAND_NAME = {"GREETING": "the greeting", "EHLO": "EHLO", "HELO": "HELO", "XFORWARD": "XFORWARD",
+                 "MAIL": "MAIL FROM", "RCPT": "RCPT TO", "DATA": "DATA", "DOT": "end of DATA", "RSET": "RSET",
+                 "QUIT": "QUIT"}
+
 
 class Client:
     """One SMTP connection to the MTA, from the greeting to QUIT; made
@@ -245,7 +282,6 @@ class Client:
         self._queue: deque[tuple[str, bytes]] = deque()  # commands not yet sent (no PIPELINING)
         self._failure: tuple[str, MtaReply] | None = None
         self._mail_answered = False
-        self._mail_ok = False
         self._tail = b"\r\n"  # the last two octets of the message sent so far
 
     # -- the shell's side -----------------------------------------------------------
@@ -256,8 +292,18 @@ class Client:
 
     @property
     def reusable(self) -> bool:
-        """READY, so a next message may use this connection."""
-        return self.state is ClientState.READY
+        """READY with nothing from the MTA buffered, so a next message may
+        use this connection."""
+        return self.state is ClientState.READY and not self._replies.pending
+
+    def check_silence(self) -> list[ClientEvent]:
+        """The shell is about to act on the MTA's silence (stream the
+        message after 354; `start` asks too): bytes the MTA sent while no
+        reply was awaited, even half a line, break the protocol (S-808), and
+        nothing more is sent. [] when all is quiet or a reply is awaited."""
+        if self.state is ClientState.CLOSED or self._expect or not self._replies.pending:
+            return []
+        return self._lost("protocol error: data while the MTA should wait")
 
     def lost(self, reason: str) -> Lost:
         """The shell lost the connection (a timeout, a reset): give it up,
@@ -277,23 +323,26 @@ class Client:
             if self.state is ClientState.CLOSED:
                 return events
             if not self._expect:
-                return events + self._lost(f"unexpected reply: {reply}")
+                return events + self._lost(f"protocol error: a reply nobody asked for: {reply}")
             events += self._answer(self._expect.popleft(), reply)
         if broken is not None and self.state is not ClientState.CLOSED:
             events += self._lost(f"protocol error: {broken}")
         return events
 
     def start(self, out: Outgoing) -> list[ClientEvent]:
-        """Begin a transaction (READY only)."""
+        """Begin a transaction (READY only). [Lost] without a word sent
+        when the MTA said something meanwhile (`check_silence`)."""
         assert self.state is ClientState.READY and self.extensions is not None
         ext = self.extensions
+        self._mail_answered = False  # this transaction's MAIL, not the last one's
+        if broken := self.check_silence():
+            return broken
         if out.smtputf8 and not ext.smtputf8:
             # RFC 6531 §3.2: nothing is sent beyond EHLO (S-807).
             return [Rejected("SMTPUTF8", None)]
         self.messages += 1
         self.state = ClientState.ENVELOPE
         self._failure = None
-        self._mail_answered = self._mail_ok = False
         self._tail = b"\r\n"
         events: list[ClientEvent] = []
         for line in self._xforward_lines(out.xforward):
@@ -364,9 +413,19 @@ class Client:
 
     # -- replies ----------------------------------------------------------------------
     def _answer(self, kind: str, reply: MtaReply) -> list[ClientEvent]:
-        ok = 200 <= reply.code < 300
+        if kind == "QUIT":
+            return self._gone(Closed())  # whatever it says: msa is leaving
+        # RFC 5321 §4.2.1: the first digit says what a reply means. 3yz
+        # ("send more") answers only DATA, and DATA only 3yz or a refusal
+        # (§4.3.2). Anything else means the MTA and msa disagree on where
+        # they are: no refusal to log and go on after, but a broken
+        # connection at this stage (S-808), never used again.
+        positive = 3 if kind == "DATA" else 2
+        if reply.code // 100 not in (positive, 4, 5):
+            return self._lost(f"protocol error: {reply} in reply to {_COMMAND_NAME[kind]}")
+        ok = reply.code // 100 == positive
         if kind == "GREETING":
-            if reply.code != 220:
+            if not ok:
                 return self._gone(Unavailable(reply, "greeting refused"))
             self.state = ClientState.EHLO
             self._command("EHLO", f"EHLO {self.hostname}")
@@ -375,6 +434,8 @@ class Client:
         if kind in ("EHLO", "HELO"):
             if ok:
                 ext = Extensions.parse(reply.lines) if kind == "EHLO" else Extensions()
+                if isinstance(ext, str):  # a malformed EHLO reply (RFC 1870 SIZE)
+                    return self._lost(f"protocol error: {ext}")
                 self.extensions = ext
                 self.state = ClientState.READY
                 return [Ready(ext)]
@@ -383,8 +444,6 @@ class Client:
                 self._flush_queue()
                 return []
             return self._gone(Unavailable(reply, f"{kind} refused"))
-        if kind == "QUIT":
-            return self._gone(Closed())
         if reply.code == 421:
             # The MTA is closing: a refusal of this message (S-807), and no
             # further use of the connection.
@@ -397,20 +456,22 @@ class Client:
         if kind in ("MAIL", "RCPT"):
             if kind == "MAIL":
                 self._mail_answered = True
-                self._mail_ok = ok
             if not ok and self._failure is None:
                 self._failure = (kind, reply)
                 self._queue.clear()  # no PIPELINING: the rest is never sent
             return self._after_envelope_reply()
         if kind == "DATA":
-            if reply.code == 354:
+            if ok:  # 354
                 self.state = ClientState.BODY
                 return [SendBody()]
             self.state = ClientState.REFUSED
             return [Rejected("DATA", reply)]
         if kind == "DOT":
-            self.state = ClientState.READY
-            return [Delivered(reply)] if ok else [Rejected("DOT", reply)]
+            if ok:
+                self.state = ClientState.READY
+                return [Delivered(reply)]
+            self.state = ClientState.REFUSED  # S-807: RSET after a refused dot too
+            return [Rejected("DOT", reply)]
         if kind == "RSET":
             if not ok:
                 return self._lost(f"RSET refused: {reply}")
@@ -425,8 +486,10 @@ class Client:
             return []
         if self._failure is not None:  # every reply of the envelope is in
             stage, reply = self._failure
-            # A refused MAIL leaves no transaction open; anything else needs RSET.
-            self.state = ClientState.REFUSED if self._mail_ok else ClientState.READY
+            # S-807: RSET (or QUIT) next, after a refused MAIL too: RFC 5321
+            # leaves no transaction open then, but an MTA that took a
+            # pipelined RCPT as one, or counts the refusal, starts clean.
+            self.state = ClientState.REFUSED
             return [Rejected(stage, reply)]
         self.state = ClientState.DATA
         self._command("DATA", "DATA")
@@ -475,6 +538,7 @@ class Client:
         self.state = ClientState.CLOSED
         self._expect.clear()
         self._queue.clear()
+        self._out.clear()  # a command queued earlier in the batch is never sent
         return [event]
 
 

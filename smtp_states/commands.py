@@ -31,6 +31,7 @@ _IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d
 _IPV6_TEXT = re.compile(r"[0-9A-Fa-f:.]+\Z")  # no zone ID ("%eth0"), nothing else
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+_HEXCHAR = re.compile(r"\+([0-9A-F]{2})")  # in a value _XTEXT matched
 
 
 def split_line(line: bytes) -> bytes:
@@ -212,7 +213,20 @@ _NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 
 
 def _xtext_ok(value: str) -> bool:
+    """RFC 3461 §4: xchars and "+" with two upper-case hex digits."""
     return bool(value) and _XTEXT.match(value) is not None
+
+
+def _dsn_xtext_ok(value: str) -> bool:
+    """S-809 (amended): well-formed xtext whose decoded value is printable
+    US-ASCII, %x20-7E (RFC 3461 §4.2 for ORCPT, §4.4 for ENVID: "printable
+    (graphic and white space) characters from the US-ASCII repertoire").
+    No controls (HTAB, CR, LF, NUL, DEL) and no octet above 0x7E. An MTA
+    refuses them (Postfix's smtpd runs allprint() over the decoded ENVID),
+    and passed on they would cost the client the whole message after DATA."""
+    if not _xtext_ok(value):
+        return False
+    return all(0x20 <= int(h, 16) <= 0x7E for h in _HEXCHAR.findall(value))
 
 
 def parse_rcpt_params(params: list[bytes], dsn: bool) -> RcptParams | Reply:
@@ -238,7 +252,7 @@ def parse_rcpt_params(params: list[bytes], dsn: bool) -> RcptParams | Reply:
             notify = ",".join(words)
         else:
             kind, semi, addr = value.partition(";")
-            if kind.lower() != "rfc822" or not semi or len(value) > MAX_ORCPT or not _xtext_ok(addr):
+            if kind.lower() != "rfc822" or not semi or len(value) > MAX_ORCPT or not _dsn_xtext_ok(addr):
                 return R.BAD_PARAMETER
             orcpt = f"rfc822;{addr}"
     return RcptParams(notify, orcpt)
@@ -286,7 +300,7 @@ def parse_mail_params(params: list[bytes], max_size: int, esmtp: bool, dsn: bool
             if not eq or ret not in ("FULL", "HDRS"):
                 return R.BAD_PARAMETER
         elif key == "ENVID" and dsn:
-            if not eq or len(value) > MAX_ENVID or not _xtext_ok(value):
+            if not eq or len(value) > MAX_ENVID or not _dsn_xtext_ok(value):
                 return R.BAD_PARAMETER
             envid = value
         else:

@@ -1,6 +1,7 @@
 """A scripted SMTP server on a real loopback socket, standing in for the MTA
 where a real Postfix cannot be made to misbehave on cue: close after the
-final dot, stall, lack SMTPUTF8, drop a kept connection. Used by tests of
+final dot, stall, lack SMTPUTF8, drop a kept connection, break the protocol
+(replies nobody asked for, a malformed EHLO reply). Used by tests of
 the SMTP hand-off (SPEC.md S-806 to S-810) beside the real Postfix ones.
 
 Behaviour is set per test through `FakeMta` attributes; every command and
@@ -30,6 +31,8 @@ class FakeMta:
         self.extensions = ["PIPELINING", "SIZE 10240000", "8BITMIME", "SMTPUTF8", "DSN",
                            "XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT"]
         self.replies: dict[str, str] = {}  # "MAIL", "RCPT:addr", "DATA", "DOT" -> reply line
+        self.raw: dict[str, bytes] = {}  # the same keys -> bytes sent as they are, in one write
+        self.after_ehlo = ""  # sent in the same write as the EHLO reply: a reply nobody asked for
         self.close_after_dot = False  # read the dot, then close without a reply
         self.stall: str | None = None  # "GREETING", "MAIL", "DOT": never answer there
         self.close_kept_at_mail = False  # on a connection's 2nd MAIL: close at once
@@ -52,6 +55,11 @@ class FakeMta:
 
     def messages(self) -> list[bytes]:
         return [m for c in self.connections for m in c.messages]
+
+    def _reply(self, key: str, default: str) -> bytes:
+        if key in self.raw:
+            return self.raw[key]
+        return (self.replies.get(key, default) + "\r\n").encode()
 
     # -- the server -------------------------------------------------------------------
     def _serve(self) -> None:
@@ -86,7 +94,7 @@ class FakeMta:
                 if verb == "EHLO":
                     lines = ["fake.mta", *self.extensions]
                     conn.sendall("".join(f"250{'-' if i < len(lines) - 1 else ' '}{x}\r\n"
-                                         for i, x in enumerate(lines)).encode())
+                                         for i, x in enumerate(lines)).encode() + self.after_ehlo.encode())
                 elif verb == "MAIL":
                     mails += 1
                     if mails > 1 and self.close_kept_at_mail:
@@ -94,14 +102,14 @@ class FakeMta:
                     if self.stall == "MAIL":
                         time.sleep(60)
                         return
-                    conn.sendall((self.replies.get("MAIL", "250 2.1.0 Ok") + "\r\n").encode())
+                    conn.sendall(self._reply("MAIL", "250 2.1.0 Ok"))
                 elif verb == "RCPT":
                     addr = text[text.find("<") + 1 : text.find(">")]
-                    conn.sendall((self.replies.get(f"RCPT:{addr}", "250 2.1.5 Ok") + "\r\n").encode())
+                    conn.sendall(self._reply(f"RCPT:{addr}", "250 2.1.5 Ok"))
                 elif verb == "DATA":
-                    reply = self.replies.get("DATA", "354 End data with <CR><LF>.<CR><LF>")
-                    conn.sendall((reply + "\r\n").encode())
-                    if not reply.startswith("354"):
+                    reply = self._reply("DATA", "354 End data with <CR><LF>.<CR><LF>")
+                    conn.sendall(reply)
+                    if not reply.startswith(b"354"):
                         continue
                     data = bytearray()
                     while True:
@@ -116,10 +124,10 @@ class FakeMta:
                     if self.stall == "DOT":
                         time.sleep(60)
                         return
-                    reply = self.replies.get("DOT", f"250 2.0.0 Ok: queued as FAKE{len(self.messages())}")
-                    if reply.startswith("250"):
+                    reply = self._reply("DOT", f"250 2.0.0 Ok: queued as FAKE{len(self.messages())}")
+                    if reply.startswith(b"250"):
                         record.messages.append(bytes(data))
-                    conn.sendall((reply + "\r\n").encode())
+                    conn.sendall(reply)
                 elif verb == "QUIT":
                     conn.sendall(b"221 2.0.0 Bye\r\n")
                     return

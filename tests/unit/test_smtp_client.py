@@ -116,14 +116,43 @@ def test_without_pipelining_the_rest_is_not_sent_after_a_refusal():  # S-807
     assert c.data_to_send() == b""
 
 
-def test_a_refused_mail_leaves_no_transaction():  # S-807
+@pytest.mark.parametrize(("reply", "answer"), [(b"553 5.7.1 <alice@example.org>: Sender address rejected\r\n",
+                                                 R.mta_rejected("5.7.1")),
+                                                (b"451 4.3.0 Error: queue file write error\r\n", R.HANDOFF_TEMPFAIL)])
+def test_a_refused_mail_is_followed_by_rset(reply, answer):  # S-807: "If the MTA refuses MAIL, ... msa sends RSET"
     c = ready()
     c.start(out())
     c.data_to_send()
-    [ev] = c.receive(b"553 5.7.1 <alice@example.org>: Sender address rejected\r\n"
-                     b"503 5.5.1 Error: need MAIL command\r\n503 5.5.1 Error: need MAIL command\r\n")
-    assert ev.stage == "MAIL" and client_reply(ev) == R.mta_rejected("5.7.1")
-    assert c.reusable  # no RSET needed
+    [ev] = c.receive(reply + b"503 5.5.1 Error: need MAIL command\r\n503 5.5.1 Error: need MAIL command\r\n")
+    assert ev.stage == "MAIL" and client_reply(ev) == answer
+    assert c.data_to_send() == b"" and c.state is ClientState.REFUSED and not c.reusable
+    c.reset()
+    assert c.data_to_send() == b"RSET\r\n"
+    assert c.receive(b"250 2.0.0 Ok\r\n") == [Ready(c.extensions)] and c.reusable
+
+
+def test_a_refused_mail_without_pipelining_is_followed_by_rset():  # S-807
+    c = ready(PLAIN_EHLO)
+    c.start(out())
+    assert c.data_to_send() == b"MAIL FROM:<alice@example.org>\r\n"
+    [ev] = c.receive(b"550 5.7.1 no\r\n")
+    assert ev.stage == "MAIL" and c.data_to_send() == b""  # no RCPT
+    c.reset()
+    assert c.data_to_send() == b"RSET\r\n"
+
+
+def test_a_refused_final_dot_is_followed_by_rset():  # S-807: "... or the final dot, msa sends RSET"
+    c = ready()
+    c.start(out(recipients=("b@x.example",)))
+    c.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+    c.end_body()
+    c.data_to_send()
+    [ev] = c.receive(b"554 5.7.1 Error: content rejected\r\n")
+    assert ev == Rejected("DOT", MtaReply(554, ("5.7.1 Error: content rejected",)))
+    assert c.state is ClientState.REFUSED and not c.reusable
+    c.quit()  # or QUIT, on a connection that will not be used again
+    assert c.data_to_send() == b"QUIT\r\n"
+    assert c.receive(b"221 2.0.0 Bye\r\n") == [Closed()]
 
 
 @pytest.mark.parametrize(
@@ -265,6 +294,142 @@ def test_protocol_violations_are_a_lost_connection(garbage):  # S-808: a defined
     events = c.receive(garbage)
     assert len(events) == 1 and isinstance(events[0], Lost) and events[0].reason.startswith("protocol error")
     assert c.state is ClientState.CLOSED and c.receive(b"250 Ok\r\n") == []
+
+
+@pytest.mark.parametrize(
+    ("size", "limit"),
+    [(b"SIZE", 0), (b"SIZE 0", 0), (b"SIZE 10240000", 10240000), (b"size 00123", 123),
+     (b"SIZE " + b"9" * 20, 10**20 - 1)],
+)
+def test_size_in_the_ehlo_reply(size, limit):  # RFC 1870 §4: size-param ::= [1*20DIGIT]; none or 0: no limit
+    assert ready(b"250-mta.test\r\n250 " + size + b"\r\n").extensions.size == limit
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        ("SIZE \u00b2", r"'\xb2'"),  # "²": str.isdigit() says yes, and int() raised
+        ("SIZE \u0661\u0660\u0660", r"'\u0661\u0660\u0660'"),  # Arabic-Indic digits: int() takes them
+        ("SIZE 1\uff10", r"'1\uff10'"),  # a fullwidth zero
+        ("SIZE 12x", "'12x'"),
+        ("SIZE -1", "'-1'"),
+        ("SIZE 1 2", "'1 2'"),
+        ("SIZE " + "9" * 21, "'" + "9" * 21 + "'"),
+    ],
+)
+def test_a_malformed_size_in_the_ehlo_reply_is_a_protocol_error(size, shown):  # S-808, RFC 1870 §4
+    c = Client("msa.test")
+    c.receive(b"220 mta.test ESMTP\r\n")
+    c.data_to_send()
+    [ev] = c.receive(f"250-mta.test\r\n250-PIPELINING\r\n250 {size}\r\n".encode())
+    assert ev == Lost(f"protocol error: SIZE {shown} in the EHLO reply is not a number (RFC 1870)",
+                      after_dot=False, mail_answered=False)
+    assert client_reply(ev) == R.MTA_UNAVAILABLE and c.state is ClientState.CLOSED
+    assert c.data_to_send() == b""
+
+
+def test_extension_keywords_are_ascii():  # RFC 5321 §4.1.1.1: ehlo-keyword is ALPHA / DIGIT / "-"
+    # "pıpelınıng".upper() == "PIPELINING" in Python; it is no keyword.
+    c = ready("250-mta.test\r\n250-p\u0131pel\u0131n\u0131ng\r\n250 XFORWARD NAME \u0131DENT\r\n".encode())
+    assert c.extensions == Extensions(xforward=frozenset({"NAME"}))
+
+
+def test_a_reply_after_the_ehlo_reply_breaks_the_connection():  # S-808
+    # The batch says both: the shell must not take Ready as the last word.
+    c = Client("msa.test")
+    c.receive(b"220 mta.test ESMTP\r\n")
+    c.data_to_send()
+    ready_, lost = c.receive(POSTFIX_EHLO + b"250 2.0.0 surplus\r\n")
+    assert isinstance(ready_, Ready)
+    assert lost == Lost("protocol error: a reply nobody asked for: 250 2.0.0 surplus", False, False)
+    assert client_reply(lost) == R.MTA_UNAVAILABLE and not c.reusable
+
+
+@pytest.mark.parametrize("second", [b"354 go\r\n", b"250 2.0.0 Ok: queued as EARLY\r\n"])
+def test_a_doubled_354_or_a_reply_after_it_breaks_the_connection_before_the_message(second):  # S-808
+    c = ready()
+    c.start(out(recipients=("b@x.example",)))
+    c.data_to_send()
+    send_body, lost = c.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n" + second)
+    assert send_body == SendBody() and isinstance(lost, Lost) and not lost.after_dot
+    assert client_reply(lost) == R.MTA_UNAVAILABLE and c.state is ClientState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("replies", "stage_after_dot"),
+    [
+        (b"354 go\r\n", False),  # to XFORWARD
+        (b"250 Ok\r\n354 go\r\n", False),  # to MAIL
+        (b"250 Ok\r\n250 Ok\r\n334 VXNlcm5hbWU6\r\n", False),  # to RCPT
+        (b"250 Ok\r\n250 Ok\r\n250 Ok\r\n250 2.0.0 Ok\r\n", False),  # to DATA: a 2yz, not 354
+        (b"250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", True),  # to the final dot: a late doubled 354
+    ],
+)
+def test_a_reply_of_the_wrong_class_is_a_protocol_error(replies, stage_after_dot):  # S-808, RFC 5321 §4.2.1, §4.3.2
+    # The first digit says what a reply means; 3yz answers only DATA, and DATA
+    # only 3yz or a refusal. Anything else is no refusal to log and reuse
+    # the connection after: the MTA and msa disagree on where they are.
+    c = ready()
+    c.start(out(recipients=("b@x.example",), xforward=(("ADDR", "192.0.2.1"),)))
+    c.data_to_send()
+    events = c.receive(replies)
+    if events == [SendBody()]:
+        c.end_body()
+        events = c.receive(b"354 go\r\n")
+    [ev] = events
+    assert isinstance(ev, Lost) and ev.reason.startswith("protocol error: ") and ev.after_dot is stage_after_dot
+    assert client_reply(ev) == (R.MTA_LOST_AFTER_DOT if stage_after_dot else R.MTA_UNAVAILABLE)
+    assert c.state is ClientState.CLOSED and not c.reusable
+
+
+def test_a_reply_of_the_wrong_class_to_rset_or_the_greeting_is_a_protocol_error():  # S-808
+    c = Client("msa.test")
+    [ev] = c.receive(b"354 hello\r\n")
+    assert isinstance(ev, Lost) and ev.reason.startswith("protocol error: ")
+    c = ready()
+    c.start(out(recipients=("b@x.example",)))
+    c.receive(b"250 Ok\r\n550 5.1.1 no\r\n")
+    c.reset()
+    [ev] = c.receive(b"354 go\r\n")
+    assert isinstance(ev, Lost) and not c.reusable
+
+
+def test_bytes_while_the_mta_should_wait_are_a_protocol_error():  # S-808
+    # Half a line after 354 (the rest may be on its way): the shell asks
+    # before it streams the message, and gives up instead.
+    c = ready()
+    c.start(out(recipients=("b@x.example",)))
+    c.data_to_send()
+    assert c.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n250 2.0") == [SendBody()]
+    assert c.check_silence() == [Lost("protocol error: data while the MTA should wait", False, True)]
+    assert c.state is ClientState.CLOSED
+
+
+def test_check_silence_when_all_is_quiet_changes_nothing():  # S-808
+    c = ready()
+    assert c.check_silence() == [] and c.reusable
+    c.start(out(recipients=("b@x.example",)))
+    c.data_to_send()
+    c.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+    assert c.check_silence() == [] and c.state is ClientState.BODY
+    c.receive(b"250 Ok")  # still waiting for its line end: not silence, but an answer is awaited
+    c.end_body()
+    assert c.check_silence() == []
+
+
+def test_half_a_line_on_an_idle_connection_is_no_reuse():  # S-808
+    c = ready()
+    c.start(out(recipients=("b@x.example",)))
+    c.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+    c.end_body()
+    assert isinstance(c.receive(b"250 2.0.0 Ok: queued as 1\r\n")[0], Delivered) and c.reusable
+    c.data_to_send()
+    assert c.receive(b"421 4.4.2 mta.test Error: ti") == []
+    assert not c.reusable  # the pool does not keep it
+    [ev] = c.start(out())  # and a transaction on it never begins
+    assert c.data_to_send() == b""
+    # Not this transaction's MAIL: a kept connection is replaced (S-808).
+    assert isinstance(ev, Lost) and not ev.mail_answered and not ev.after_dot
 
 
 def test_a_reply_nobody_asked_for_breaks_the_connection():  # S-808 (an idle MTA's 421)

@@ -457,6 +457,34 @@ def test_bad_dsn_rcpt_parameters(items):  # S-809: 501 5.5.4
     assert parse_rcpt_params(list(items), dsn=True) == R.BAD_PARAMETER
 
 
+# S-809 (amended): the decoded xtext of ENVID and ORCPT is printable US-ASCII
+# only, RFC 3461 §4.4 and §4.2; "+" is always followed by two upper-case hex
+# digits (RFC 3461 §4). Postfix's smtpd refuses the rest with 501 5.5.4 at MAIL
+# or RCPT; accepting them here meant the MTA refused the whole message later.
+NOT_PRINTABLE_XTEXT = [b"a+00b", b"a+01b", b"a+09b", b"a+0Ab", b"a+0D+0Ab", b"a+1Fb", b"a+7Fb", b"a+80b",
+                       b"caf+C3+A9", b"+FF"]
+MALFORMED_XTEXT = [b"a+", b"a+4", b"a+2b", b"a+g0", b"a+ 20", b"a+2B+"]
+
+
+@pytest.mark.parametrize("xtext", NOT_PRINTABLE_XTEXT + MALFORMED_XTEXT)
+def test_envid_must_decode_to_printable_ascii(xtext):  # S-809 amended, RFC 3461 §4.4
+    assert parse_mail_params([b"ENVID=" + xtext], MAX, True, dsn=True) == R.BAD_PARAMETER
+    assert str(R.BAD_PARAMETER).startswith("501 5.5.4 ")
+
+
+@pytest.mark.parametrize("xtext", NOT_PRINTABLE_XTEXT + MALFORMED_XTEXT)
+def test_orcpt_must_decode_to_printable_ascii(xtext):  # S-809 amended, RFC 3461 §4.2
+    assert parse_rcpt_params([b"ORCPT=rfc822;bob" + xtext + b"@example.org"], dsn=True) == R.BAD_PARAMETER
+
+
+@pytest.mark.parametrize("xtext", [b"a+20b", b"+2B+3D", b"+7E", b"+21x", b"a+41"])
+def test_printable_hexchars_pass_unchanged(xtext):  # S-809, RFC 3461 §4: space and "~" are printable
+    got = parse_mail_params([b"ENVID=" + xtext], MAX, True, dsn=True)
+    assert isinstance(got, MailParams) and got.envid == xtext.decode()
+    orcpt = b"rfc822;b" + xtext + b"@example.org"
+    assert parse_rcpt_params([b"ORCPT=" + orcpt], dsn=True) == RcptParams(None, orcpt.decode())
+
+
 @pytest.mark.parametrize("items", [(b"NOTIFY=NEVER",), (b"ORCPT=rfc822;b@x.example",), (b"FOO=1",)])
 def test_rcpt_parameters_without_dsn_are_unsupported(items):  # S-202, S-205
     assert parse_rcpt_params(list(items), dsn=False) == R.UNSUPPORTED_PARAMETER

@@ -1847,6 +1847,30 @@ def test_dsn_is_advertised_and_its_parameters_reach_the_envelope():  # S-202, S-
     assert env.rcpt_dsn == (("SUCCESS,FAILURE,DELAY", None), (None, None), ("NEVER", "rfc822;dave@example.org"))
 
 
+@pytest.mark.parametrize(
+    ("mail", "rcpt"),
+    [
+        (b"MAIL FROM:<alice@example.com> ENVID=m+01x", b"RCPT TO:<bob@example.org> ORCPT=rfc822;bob+0D+0A@example.org"),
+        (b"MAIL FROM:<alice@example.com> ENVID=m+7F", b"RCPT TO:<bob@example.org> ORCPT=rfc822;b+C3+B8@example.org"),
+        (b"MAIL FROM:<alice@example.com> ENVID=m+0", b"RCPT TO:<bob@example.org> ORCPT=rfc822;bob+2b@example.org"),
+    ],
+)
+def test_dsn_xtext_that_is_not_printable_ascii_is_refused_at_mail_and_rcpt(mail, rcpt):  # S-809 amended
+    # RFC 3461 §4.2, §4.4: refused where the client can tell which parameter
+    # is wrong, not after DATA by the MTA; the transaction goes on without it.
+    s = Session(tls=True, trusted=True, dsn=True)
+    s.read()
+    s.ask(b"EHLO client.example\r\n")
+    assert s.one(mail) == "501 5.5.4 Invalid parameter"
+    assert s.one(b"MAIL FROM:<alice@example.com> ENVID=m+20x") == "250 2.1.0 Ok"
+    assert s.one(rcpt) == "501 5.5.4 Invalid parameter"
+    assert s.one(b"RCPT TO:<bob@example.org> ORCPT=rfc822;bob@example.org") == "250 2.1.5 Ok"
+    s.ask(b"DATA\r\nx\r\n.\r\n")
+    [end] = s.delivered
+    assert end.envelope.envid == "m+20x" and end.envelope.recipients == ("bob@example.org",)
+    assert end.envelope.rcpt_dsn == ((None, "rfc822;bob@example.org"),)
+
+
 def test_without_dsn_the_parameters_are_unsupported_and_not_advertised():  # S-202
     s = Session(tls=True, trusted=True)
     s.read()
