@@ -32,9 +32,6 @@ from .handoff import FileRange
 SIGNATURE_MAX = 64 * 1024
 #: Pieces the body scan and the re-encoding read.
 READ = 64 * 1024
-#: The signed part leaves out the body's last CRLF (RFC 1847 §2.1), so an
-#: early signer is fed all but the last octets spooled until the end is known.
-HOLD_BACK = 2
 
 
 def key_path(directory: str, user: str) -> str | None:
@@ -80,7 +77,7 @@ class EarlySigner:
         self.micalg_path = _micalg_path(config, qid)
         self.argv = _argv(config, self.micalg_path, key)
         self.growing = child.Growing(fd, body_offset)
-        before, _ = pgpmime.signed_part(part_head, True)
+        before = pgpmime.signed_part(part_head)
         try:
             self.child = child.Child(self.argv, (before, self.growing), stdout_limit=SIGNATURE_MAX,
                                      affinity=affinity)
@@ -95,14 +92,15 @@ class EarlySigner:
         self.result = self.child.run(math.inf)
 
     def spooled(self, size: int) -> None:
-        """The spool file now holds `size` octets."""
-        self.growing.extend(size - HOLD_BACK)
+        """The spool file now holds `size` octets: all of them are signed
+        (S-1104, amended: the body's last CRLF belongs to the signed part)."""
+        self.growing.extend(size)
 
-    def finish(self, end: int, timeout: float) -> child.Finished:
-        """The signed body ends at `end` in the spool file: feed the rest,
-        wait for the signature within `timeout`."""
+    def finish(self, end: int, tail: bytes, timeout: float) -> child.Finished:
+        """The body ends at `end` in the spool file and the signed part with
+        `tail` after it: feed the rest, wait for the signature within `timeout`."""
         self.child.deadline = time.monotonic() + timeout
-        self.growing.end(end)
+        self.growing.end(end, tail)
         self._join(timeout + 10)
         assert self.result is not None
         return self.result
@@ -184,19 +182,20 @@ def step(msg: Any, ctx: Any, key: str, fields: list[tuple[str, bytes]]) -> Any:
         body = FileRange(second.fd, 0, second.size)
     ends_crlf = _ends_crlf(body)
     head = pgpmime.part_header(fields, plan, qp, scan.eight_bit)
-    before, cut = pgpmime.signed_part(head, ends_crlf)
-    signed_body = FileRange(body.fd, body.offset, body.size() - cut)
+    # RFC 1847 §2.1: exactly part one's octets; S-1104 (amended): the body
+    # whole, and a line break of its own when it has none.
+    before, after = pgpmime.signed_part(head), pgpmime.part_end(ends_crlf)
     if early is not None and early.part_head == head and early.growing.fd == body.fd \
             and early.body_offset == body.offset:
         micalg_path, argv = early.micalg_path, early.argv
-        done: child.Finished | OSError = early.finish(body.offset + signed_body.size(), ctx.config.sendmail_timeout)
+        done: child.Finished | OSError = early.finish(body.offset + body.size(), after, ctx.config.sendmail_timeout)
         how = ""
     else:
         if early is not None:
             early.cancel()
         micalg_path = _micalg_path(ctx.config, ctx.qid)
         argv = _argv(ctx.config, micalg_path, key)
-        done = child.run(argv, (before, signed_body), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
+        done = child.run(argv, (before, body, after), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
                          affinity=ctx.affinity)
         how = ", quoted-printable" if qp else ""
     micalg = _read_small(micalg_path)

@@ -317,20 +317,30 @@ def prefix(boundary: bytes, part_head: bytes) -> bytes:
     return b"\r\n" + PREAMBLE + b"--" + boundary + b"\r\n" + part_head + b"\r\n"
 
 
-def signed_part(part_head: bytes, body_ends_crlf: bool) -> tuple[bytes, int]:
-    """RFC 1847 §2.1: the signed octets are the part's header, its empty
-    line and the body without the CRLF that belongs to the next delimiter:
-    what to put before the body, and how many octets to leave off its end."""
-    return part_head + b"\r\n", 2 if body_ends_crlf else 0
+def signed_part(part_head: bytes) -> bytes:
+    """What the signed part holds before the body: its header and empty line."""
+    return part_head + b"\r\n"
+
+
+def part_end(body_ends_crlf: bool) -> bytes:
+    """What the signed part holds after the body (S-1104, amended): the
+    body is whole, its last CRLF included, and one without a final CRLF
+    gets one here. RFC 3156 §5 ends the signed entity with its own line
+    break: the CRLF before the next delimiter belongs to the delimiter
+    (RFC 1847 §2.1) and is not signed, so a body whose last CRLF served
+    as the delimiter's lost its line break, and GMime, which rebuilds
+    the entity with it, called the signature bad."""
+    return b"" if body_ends_crlf else b"\r\n"
 
 
 def suffix(boundary: bytes, signature: bytes, body_ends_crlf: bool) -> bytes:
-    """From the end of the body: the delimiter (its CRLF the body's own last
-    one), the signature part, the close delimiter."""
+    """From the end of the body: the end of the signed part (`part_end`),
+    the delimiter with a CRLF of its own, the signature part, the close
+    delimiter."""
     sig = signature.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not sig.endswith(b"\r\n"):
         sig += b"\r\n"
-    return ((b"" if body_ends_crlf else b"\r\n") + b"--" + boundary + b"\r\n"
+    return (part_end(body_ends_crlf) + b"\r\n--" + boundary + b"\r\n"
             + b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
             + b"Content-Description: OpenPGP digital signature\r\n"
             + b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'

@@ -1,10 +1,13 @@
 """PGP/MIME signing end to end (SPEC.md S-1101, S-1104, S-1105): keys made
 by the real `msa.py pgp keygen` (through sqop), messages through a real
 `msa.py serve`, the delivered message cut by RFC 1847's rules and its
-signature checked with `gpg --verify` and `sqop verify`."""
+signature checked with `gpg --verify` and `sqop verify`, and whole by a
+GMime-based reader (`notmuch show --verify`), which rebuilds the signed
+entity from its parse as every GMime reader does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +22,9 @@ from msatest import Wire, b64
 
 SQOP = shutil.which("sqop")
 GPG = shutil.which("gpg")
+NOTMUCH = shutil.which("notmuch")
+needs_notmuch = pytest.mark.skipif(NOTMUCH is None or GPG is None,
+                                   reason="notmuch or gpg is not installed (Debian packages notmuch, gnupg)")
 pytestmark = pytest.mark.skipif(SQOP is None, reason="sqop is not installed (Debian package sqop)")
 
 PASSWORD = "alice pgp pw"
@@ -133,6 +139,51 @@ def verify(tmp: Path, signed: bytes, signature: bytes, cert: bytes) -> tuple[boo
     return sq.returncode == 0, g.returncode == 0, g.stderr
 
 
+def notmuch_show(tmp: Path, data: bytes, cert: bytes) -> dict:
+    """The message as `notmuch show --verify --format=json` reports it (its
+    top-level "body" part), from a throwaway notmuch database holding only
+    it, with the signer's public key in a temporary GNUPGHOME for GMime."""
+    root = tmp / "notmuch"
+    mail = root / "mail"
+    for sub in ("cur", "new", "tmp"):
+        (mail / sub).mkdir(parents=True, exist_ok=True)
+    (mail / "new" / "1.msa:2,").write_bytes(data)
+    config = root / "config"
+    config.write_text(f"[database]\npath={mail}\n[user]\nname=t\nprimary_email=t@example.net\n"
+                      "[new]\ntags=new\n[maildir]\nsynchronize_flags=false\n")
+    home = root / "gnupg"
+    home.mkdir(mode=0o700, exist_ok=True)
+    (root / "cert.asc").write_bytes(cert)
+    env = {**os.environ, "NOTMUCH_CONFIG": str(config), "GNUPGHOME": str(home), "HOME": str(root)}
+    try:
+        subprocess.run([GPG, "--batch", "--import", str(root / "cert.asc")], capture_output=True, env=env,
+                       timeout=60, check=True)
+        subprocess.run([NOTMUCH, "new", "--quiet"], capture_output=True, env=env, timeout=60, check=True)
+        shown = subprocess.run([NOTMUCH, "show", "--verify", "--format=json", "--entire-thread=false", "*"],
+                               capture_output=True, env=env, timeout=60, check=True)
+    finally:  # gpg and GMime's gpgme leave agents behind for the home; none may outlive the test
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+    [[[message, _]]] = json.loads(shown.stdout)
+    [body] = message["body"]
+    return body
+
+
+def notmuch_parts(part: dict) -> list[dict]:
+    """The leaf parts of a notmuch JSON part, depth first."""
+    content = part.get("content")
+    if isinstance(content, list):
+        return [leaf for sub in content for leaf in notmuch_parts(sub)]
+    return [part]
+
+
+def assert_notmuch_good(tmp: Path, data: bytes, cert: bytes) -> dict:
+    """notmuch (GMime) reports the signature good; the signed part's JSON."""
+    body = notmuch_show(tmp, data, cert)
+    assert body["content-type"] == "multipart/signed", body
+    assert [s["status"] for s in body["sigstatus"]] == ["good"], body["sigstatus"]
+    return body["content"][0]
+
+
 def test_signed_message_verifies_with_gpg_and_sqop(pgp_msa, tmp_path):  # S-1104, S-1105
     m, cert = pgp_msa
     code, text = submit(m, "alice", "alice@example.org", message())
@@ -151,7 +202,10 @@ def test_signed_message_verifies_with_gpg_and_sqop(pgp_msa, tmp_path):  # S-1104
     for name in (b"From: Alice <alice@example.org>", b"To: Carol <carol@example.net>", b"Subject: pgp test",
                  b"Date: Tue, 01 Dec 2026 10:00:00 +0000", b"Message-ID: <pgp.1@example.org>"):
         assert b"\r\n" + name + b"\r\n" in b"\r\n" + part_head + b"\r\n"
-    assert signed.endswith(b"signed by msa.")  # the delimiter's CRLF is not signed
+    # S-1104 (amended): the body's last line break stays in part one, and
+    # the delimiter brings a line break of its own, not signed.
+    assert signed.endswith(b"signed by msa.\r\n")
+    assert d.data.count(signed + b"\r\n--") == 1
     m.wait_log(r"[0-9A-F]{10}: pgp=signed \(pgp-sha\d+\)")
 
 
@@ -204,7 +258,7 @@ def test_eight_bit_body_is_reencoded_and_verifies(pgp_msa, tmp_path):  # S-1104:
     assert b"=46rom the start" in encoded and b"trailing space=20" in encoded and b"=3Dequals" in encoded
     import quopri
 
-    assert quopri.decodestring(encoded + b"\r\n").replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
+    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
     m.wait_log(r"pgp=signed \(pgp-sha\d+, quoted-printable\)")
@@ -232,7 +286,7 @@ def test_seven_bit_multipart_with_attachment_verifies(pgp_msa, tmp_path):  # S-1
     _, signed, sig, _ = split_signed(d.data)
     part_head = re.sub(rb"\r\n[ \t]+", b" ", signed.partition(b"\r\n\r\n")[0])  # unfolded
     assert re.search(rb'^Content-Type: multipart/mixed; boundary="b1"; protected-headers="v1"; hp="clear"', part_head)
-    assert signed.partition(b"\r\n\r\n")[2] == body[:-2]
+    assert signed.partition(b"\r\n\r\n")[2] == body  # S-1104 (amended): whole, its last CRLF included
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
 
@@ -401,7 +455,7 @@ def test_the_signer_starts_at_the_end_of_the_header_and_signs_what_follows(start
     assert len(starts.read_text().splitlines()) == 1  # the guess was right: signed once
     [d] = m.outbox.messages()
     _, signed, sig, _ = split_signed(d.data)
-    assert signed.endswith(b"first part of the body\r\nthe rest, sent after the signer started")
+    assert signed.endswith(b"first part of the body\r\nthe rest, sent after the signer started\r\n")
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
 
@@ -434,3 +488,52 @@ def test_a_client_leaving_mid_body_stops_the_signer(start_msa, tmp_path):  # S-1
     assert msatest.wait_until(lambda: not m.children()), m.children()
     assert msatest.wait_until(lambda: m.spool_files() == []), m.spool_files()
     assert m.outbox.messages() == []
+
+
+@needs_notmuch
+def test_notmuch_verifies_a_signed_text_and_keeps_its_last_line_break(pgp_msa, tmp_path):  # S-1104 (amended)
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message())[0] == 250
+    [d] = m.outbox.messages()
+    signed_part = assert_notmuch_good(tmp_path, d.data, cert)
+    assert signed_part["content-type"] == "text/plain"
+    assert signed_part["content"] == "Hello Carol,\n\nsigned by msa.\n"
+
+
+ALTERNATIVE = (b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="alt1"\r\n',
+               b"--alt1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHello Carol,\r\n\r\nin two forms.\r\n"
+               b"\r\n--alt1\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<p>Hello Carol,</p>\r\n"
+               b"<p>in two forms.</p>\r\n\r\n--alt1--\r\n")
+ATTACHMENT = (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="mix1"\r\n',
+              b"This is a multi-part message in MIME format.\r\n--mix1\r\n"
+              b"Content-Type: text/plain; charset=us-ascii\r\n\r\nsee attached\r\n\r\n--mix1\r\n"
+              b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+              b'Content-Disposition: attachment; filename="abc.bin"\r\n\r\n'
+              + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 20 + b"\r\n--mix1--\r\n")
+
+
+@needs_notmuch
+@pytest.mark.parametrize(("mime", "body"), [ALTERNATIVE, ATTACHMENT], ids=["alternative", "attachment"])
+def test_notmuch_verifies_a_signed_multipart(pgp_msa, tmp_path, mime, body):  # S-1104 (amended), S-1105
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message(body, mime))[0] == 250
+    [d] = m.outbox.messages()
+    signed_part = assert_notmuch_good(tmp_path, d.data, cert)
+    leaves = notmuch_parts(signed_part)
+    assert leaves[0]["content-type"] == "text/plain"
+    assert leaves[0]["content"].endswith(".\n") or leaves[0]["content"] == "see attached\n"
+    assert len(leaves) == 2
+    _, signed, sig, _ = split_signed(d.data)
+    assert signed.partition(b"\r\n\r\n")[2] == body
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+
+
+def test_an_empty_body_gets_a_line_break_inside_the_signed_part(pgp_msa, tmp_path):  # S-1104 (amended)
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message(b""))[0] == 250
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    assert signed.endswith(b"\r\n\r\n\r\n")  # the end of the header, its empty line, the body's line break
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out

@@ -119,21 +119,29 @@ def test_part_header_without_content_type_names_the_default():  # RFC 2045 §5.2
         b'Content-Type: text/plain; charset=us-ascii; protected-headers="v1"; hp="clear"\r\n')
 
 
-def test_frame_around_a_body():  # RFC 1847 §2.1, RFC 3156 §5
+def test_frame_around_a_body():  # RFC 1847 §2.1, RFC 3156 §5, S-1104 (amended)
     f = fields(b"From: a@example.org", b"MIME-Version: 1.0", b"Content-Type: text/plain")
     outer = G.outer_header(f, b"BND", "pgp-sha512")
     assert outer == (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
                      b'Content-Type: multipart/signed; micalg="pgp-sha512";\r\n'
                      b'\tprotocol="application/pgp-signature"; boundary="BND"\r\n\r\n')
     head = G.part_header(f, G.plan(f), False, False)
-    before, cut = G.signed_part(head, body_ends_crlf=True)
-    assert before == head + b"\r\n" and cut == 2
+    before = G.signed_part(head)
+    assert before == head + b"\r\n"
     body = b"line\r\n"
     whole = G.prefix(b"BND", head) + body + G.suffix(b"BND", b"SIG\n", True)
     start = whole.index(b"--BND\r\n") + 7
     end = whole.index(b"\r\n--BND\r\n", start)
-    assert whole[start:end] == before + body[:-cut]
+    # The signed octets: the body whole, its last CRLF included; the
+    # delimiter has a CRLF of its own.
+    assert whole[start:end] == before + body + G.part_end(True) == before + b"line\r\n"
     assert whole.endswith(b"\r\n\r\nSIG\r\n\r\n--BND--\r\n")
-    # A body without a final CRLF: the delimiter brings its own, nothing is cut.
-    assert G.signed_part(head, False)[1] == 0
-    assert G.suffix(b"BND", b"S", False).startswith(b"\r\n--BND\r\n")
+
+
+def test_a_body_without_a_final_line_break_gets_one_inside_the_signed_part():  # S-1104 (amended)
+    head = G.part_header([], G.plan([]), False, False)
+    whole = G.prefix(b"BND", head) + b"no line break" + G.suffix(b"BND", b"S", False)
+    start = whole.index(b"--BND\r\n") + 7
+    end = whole.index(b"\r\n--BND\r\n", start)
+    assert whole[start:end] == G.signed_part(head) + b"no line break" + G.part_end(False)
+    assert whole[start:end].endswith(b"no line break\r\n")
