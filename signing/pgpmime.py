@@ -40,7 +40,9 @@ PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
 _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
 _PARAM = re.compile(r"\s*;\s*(" + _TOKEN + r")\s*=\s*(" + _TOKEN + r'|"(?:[^"\\\r\n]|\\.)*")', re.S)
 _TYPE = re.compile(r"\s*(" + _TOKEN + r")\s*/\s*(" + _TOKEN + r")", re.S)
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+#: A quoted string (kept) or a comment without a comment inside (removed):
+#: comments go innermost first, and never from inside a quoted string.
+_QUOTED_OR_COMMENT = re.compile(r'("(?:[^"\\]|\\.)*")|\((?:[^()"\\]|\\.)*\)')
 
 
 def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
@@ -50,7 +52,7 @@ def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
         text = value.decode("ascii")
     except UnicodeDecodeError:
         return None
-    text = _COMMENT.sub(" ", text.replace("\r\n", ""))
+    text = _uncomment(text.replace("\r\n", ""))
     m = _TYPE.match(text)
     if not m:
         return None
@@ -66,6 +68,17 @@ def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
         params[p.group(1).lower()] = v
         pos = p.end()
     return f"{m.group(1).lower()}/{m.group(2).lower()}", params
+
+
+def _uncomment(text: str) -> str:
+    """RFC 5322 §3.2.2: comments (nested ones too) become a space;
+    quoted strings stay as they are, parentheses and all."""
+    while "(" in text:
+        plain = _QUOTED_OR_COMMENT.sub(lambda m: m.group(1) or " ", text)
+        if plain == text:
+            break
+        text = plain
+    return text
 
 
 def _value(raw: bytes) -> bytes:
@@ -273,7 +286,7 @@ def _qp_line(line: bytes) -> bytes:
 
 def _fold_param_line(name: str, value: str) -> bytes:
     """`Name: value` with `; ` parameters, folded before a parameter when a
-    line would pass 78 characters."""
+    line would pass 78 characters (for the fields msa makes itself)."""
     head, *params = [p.strip() for p in value.split(";")]
     lines = [f"{name}: {head};"] if params else [f"{name}: {head}"]
     for i, p in enumerate(params):
@@ -285,18 +298,40 @@ def _fold_param_line(name: str, value: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
+#: RFC 9788 §4.1: what the signed part's Content-Type says beside the original.
+_PROTECTED_PARAMS = (("protected-headers", b'protected-headers="v1"'), ("hp", b'hp="clear"'))
+
+
+def _protected_content_type(raw: bytes) -> bytes:
+    """The Content-Type field `raw` (name, value, folds, CRLF) as it was,
+    byte for byte, with the RFC 9788 parameters it lacks appended (S-1104):
+    a quoted string or comment is never touched, so `boundary="a  b"` and
+    `name="a;b"` stay what they were. On its last line when that stays
+    within 78 characters (RFC 5322 §2.1.1), else on a folded line of its own."""
+    field = raw[:-2] if raw.endswith(b"\r\n") else raw
+    parsed = content_type(_value(field))
+    have = parsed[1] if parsed is not None else {}
+    added = b"; ".join(param for name, param in _PROTECTED_PARAMS if name not in have)
+    if not added:
+        return field + b"\r\n"
+    sep = b"" if field.rstrip(b" \t").endswith(b";") else b";"  # never an empty parameter
+    last_line = len(field) - (field.rfind(b"\n") + 1)
+    if last_line + len(sep) + 1 + len(added) <= 78:
+        return field + sep + b" " + added + b"\r\n"
+    return field + sep + b"\r\n\t" + added + b"\r\n"
+
+
 def part_header(fields: Sequence[tuple[str, bytes]], plan: Plan, qp: bool, eight_bit: bool) -> bytes:
-    """The signed part's header (S-1104): its Content-Type with
-    `protected-headers="v1"; hp="clear"` (RFC 9788 §4.1), its other
-    Content-* fields, the transfer encoding as it will be, and copies of
-    the PROTECTED fields, CRLF throughout; the empty line not included."""
+    """The signed part's header (S-1104): its Content-Type byte for byte
+    with `protected-headers="v1"; hp="clear"` added (RFC 9788 §4.1), its
+    other Content-* fields, the transfer encoding as it will be (the
+    original field byte for byte unless re-encoded), and copies of the
+    PROTECTED fields, CRLF throughout; the empty line not included."""
     ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
-    if ct_raw is not None:
-        value = " ".join(_value(ct_raw).decode("utf-8", "surrogateescape").split())
-    else:
+    if ct_raw is None:
         # RFC 2045 §5.2's default, or RFC 1428's label for 8-bit text of no declared charset.
-        value = "text/plain; charset=" + ("unknown-8bit" if eight_bit else "us-ascii")
-    out = [_fold_param_line("Content-Type", value.rstrip(";") + '; protected-headers="v1"; hp="clear"')]
+        ct_raw = b"Content-Type: text/plain; charset=" + (b"unknown-8bit" if eight_bit else b"us-ascii") + b"\r\n"
+    out = [_protected_content_type(ct_raw)]
     for name, raw in fields:
         lname = name.lower()
         if lname.startswith("content-") and lname not in ("content-type", "content-transfer-encoding"):

@@ -537,3 +537,50 @@ def test_an_empty_body_gets_a_line_break_inside_the_signed_part(pgp_msa, tmp_pat
     assert signed.endswith(b"\r\n\r\n\r\n")  # the end of the header, its empty line, the body's line break
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
+
+
+def parsed_leaves(data: bytes) -> list[tuple[str, dict, bytes]]:
+    """(type, parameters but RFC 9788's, decoded payload) of every leaf
+    part, by Python's email parser."""
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    return [(p.get_content_type(),
+             {k: v for k, v in (p["content-type"].params if p["content-type"] else {}).items()
+              if k not in ("protected-headers", "hp")},
+             p.get_payload(decode=True)) for p in msg.walk() if not p.is_multipart()]
+
+
+def signed_entity(data: bytes) -> bytes:
+    """Part one of a delivered multipart/signed message, as an entity."""
+    return split_signed(data)[1]
+
+
+@pytest.mark.parametrize(
+    ("mime", "body"),
+    [
+        (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a  b"\r\n',
+         b"--a  b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--a  b\r\nContent-Type: text/plain\r\n\r\n"
+         b"second\r\n--a  b--\r\n"),
+        (b'MIME-Version: 1.0\r\nContent-Type: application/octet-stream; name="a;b"\r\n'
+         b"Content-Transfer-Encoding: base64\r\n", b"QUJD\r\n"),
+    ],
+    ids=["boundary-with-two-spaces", "name-with-a-semicolon"],
+)
+def test_the_content_type_is_kept_byte_for_byte(pgp_msa, tmp_path, mime, body):  # S-1104
+    m, cert = pgp_msa
+    original = message(body, mime)
+    assert submit(m, "alice", "alice@example.org", original)[0] == 250
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    part_head = signed.partition(b"\r\n\r\n")[0]
+    ct = re.search(rb"Content-Type: [^\r]*\r\n", mime).group(0)[:-2]
+    assert part_head.startswith(ct + b";")
+    cte = re.search(rb"Content-Transfer-Encoding: [^\r]*\r\n", mime)
+    assert cte is None or cte.group(0) in part_head
+    assert parsed_leaves(signed) == parsed_leaves(original)  # every part kept, named as sent
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+    if NOTMUCH is not None and GPG is not None:
+        assert_notmuch_good(tmp_path, d.data, cert)

@@ -18,6 +18,9 @@ def fields(*lines: bytes) -> list[tuple[str, bytes]]:
         (b"text/plain", ("text/plain", {})),
         (b'Multipart/Mixed;\r\n boundary="a b"; Charset=x', ("multipart/mixed", {"boundary": "a b", "charset": "x"})),
         (b'text/plain (a comment); charset="utf\\-8";', ("text/plain", {"charset": "utf-8"})),
+        (b"text/plain (a (nested) comment); charset=x", ("text/plain", {"charset": "x"})),
+        (b'application/pdf; name="report (1).pdf"', ("application/pdf", {"name": "report (1).pdf"})),
+        (b'multipart/mixed; boundary="(b)"', ("multipart/mixed", {"boundary": "(b)"})),
         (b"text", None),
         (b"text/plain; charset", None),
         ("text/plain; name=é".encode(), None),
@@ -112,6 +115,31 @@ def test_part_header_copies_protected_fields_and_says_so():  # S-1104, RFC 9788 
     assert head == (b'Content-Type: text/plain; charset=utf-8; protected-headers="v1"; hp="clear"\r\n'
                     b"Content-Language: de\r\nContent-Transfer-Encoding: quoted-printable\r\n"
                     b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n")
+
+
+@pytest.mark.parametrize(
+    "ct",
+    [
+        b'Content-Type: multipart/mixed; boundary="a  b"',  # two spaces inside a quoted string
+        b'Content-Type: application/octet-stream; name="a;b"',  # a semicolon inside one
+        b'Content-type: text/plain;\r\n\tcharset="utf-8";\r\n   format=flowed',  # folded as the client did
+        b"Content-Type: text/plain; charset=us-ascii (plain (nested) comment)",
+    ],
+)
+def test_part_header_keeps_the_content_type_bytes(ct):  # S-1104
+    f = fields(ct, b"Content-Transfer-Encoding:  7bit (as sent)")
+    head = G.part_header(f, G.plan(f), qp=False, eight_bit=False)
+    assert head.startswith(ct)  # the original value, byte for byte
+    added = head[len(ct) : head.index(b"\r\nContent-Transfer-Encoding:") + 2]
+    assert added in (b'; protected-headers="v1"; hp="clear"\r\n', b';\r\n\tprotected-headers="v1"; hp="clear"\r\n')
+    assert b"\r\nContent-Transfer-Encoding:  7bit (as sent)\r\n" in head  # kept too
+    assert G.content_type(head.split(b":", 1)[1].partition(b"\r\nContent-Transfer")[0])[1]["protected-headers"] == "v1"
+
+
+def test_part_header_folds_before_the_added_parameters_when_the_line_is_long():  # S-1104, RFC 5322 §2.1.1
+    ct = b'Content-Type: multipart/alternative; boundary="==============' + b"7" * 30 + b'=="'
+    head = G.part_header(fields(ct), G.plan(fields(ct)), qp=False, eight_bit=False)
+    assert head == ct + b';\r\n\tprotected-headers="v1"; hp="clear"\r\n'
 
 
 def test_part_header_without_content_type_names_the_default():  # RFC 2045 §5.2
