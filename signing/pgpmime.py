@@ -216,8 +216,11 @@ class QuotedPrintable:
         return out
 
     def finish(self) -> bytes:
+        """The body's end: what is held is its last line, whose line break
+        follows the body (the delimiter's CRLF inside a multipart, or the
+        one S-1104 gives a body without one): no soft break after it."""
         rest, self._carry = self._carry, b""
-        return self._piece(rest) if rest else b""
+        return qp_line(rest) if rest else b""
 
     @staticmethod
     def _piece(piece: bytes) -> bytes:
@@ -253,7 +256,7 @@ def _qp(block: bytes) -> bytes:
         return binascii.b2a_qp(block, quotetabs=False, istext=True, header=False)
     free = [c for c in _SENTINELS if block.find(bytes([c])) == -1][: len(found)]
     if len(free) < len(found):  # a block holding nearly every control: by lines, in Python
-        return b"".join(_qp_line(line) for line in block.splitlines(keepends=True))
+        return b"".join(qp_line(line) for line in block.splitlines(keepends=True))
     marked = block
     for (pattern, rest, _), c in zip(found, free, strict=True):
         marked = marked.replace(pattern, bytes([c]) + rest)
@@ -263,25 +266,30 @@ def _qp(block: bytes) -> bytes:
     return out
 
 
-def _qp_line(line: bytes) -> bytes:
-    """One line (the rare path of _qp): encoded whole, then broken into
-    pieces of at most 76 characters (never inside an =XX), each piece that
-    starts with "From " starting with =46 instead."""
-    body, end = (line[:-2], b"\r\n") if line.endswith(b"\r\n") else (line, b"")
+def qp_line(line: bytes, istext: bool = True, soft: bool = False) -> bytes:
+    """One line (the rare path of _qp, and QuotedPrintable's last line):
+    encoded whole, then broken into pieces of at most 76 characters (never
+    inside an =XX), each piece that starts with "From " starting with =46
+    instead. `istext=False`: a CR or LF in it is an octet (=0D, =0A);
+    `soft`: it ends in a soft line break (its "=" counted in the 76)."""
+    body, end = (line[:-2], b"\r\n") if istext and line.endswith(b"\r\n") else (line, b"")
     # Without a line end binascii encodes trailing white space; its own soft
-    # breaks ("=\n") are removed, for the breaks made here.
-    out = binascii.b2a_qp(body, quotetabs=False, istext=True, header=False).replace(b"=\n", b"")
+    # breaks (=CRLF when the input holds a CRLF, else =LF) are removed, for
+    # the breaks made here.
+    out = binascii.b2a_qp(body, quotetabs=False, istext=istext, header=False)
+    out = out.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    last = 75 if soft else 76
     pieces = []
     while True:
         if out.startswith(b"From "):
             out = b"=46" + out[1:]
-        if len(out) <= 76:
+        if len(out) <= last:
             break
         cut = 75
         cut -= 1 if out[cut - 1 : cut] == b"=" else 2 if out[cut - 2 : cut - 1] == b"=" else 0
         pieces.append(out[:cut] + b"=\r\n")
         out = out[cut:]
-    return b"".join(pieces) + out + end
+    return b"".join(pieces) + out + (b"=" if soft else b"") + end
 
 
 def _fold_param_line(name: str, value: str) -> bytes:
