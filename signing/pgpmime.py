@@ -1,15 +1,16 @@
 """PGP/MIME signing frames (RFC 3156 on RFC 1847, protected headers per
 RFC 9788), built around a body that is never held (SPEC.md S-1104).
 
-This module owns the decisions and the bytes: whether a message is wrapped
-(`plan`: left alone when already signed or encrypted, skipped when 8-bit
-multipart, re-encoded as quoted-printable when a single text part is 8-bit
-or has lines a transport may change), the signed part's header (its
-Content-* fields, `protected-headers="v1"; hp="clear"`, copies of the
-header fields a reader sees), the frame's prefix and suffix, the outer
-header, and a streaming quoted-printable encoder. The shell streams the
-body through `BodyScan` and `QuotedPrintable`, runs the SOP command over
-exactly the signed part's bytes, and hands on prefix, body and suffix.
+This module owns the decisions from the header and the frame's bytes:
+whether a message is wrapped (`plan`: left alone when already signed or
+encrypted, skipped when its Content-Type does not parse), the signed
+part's header (its Content-* fields as they were,
+`protected-headers="v1"; hp="clear"`, copies of the header fields a
+reader sees), the frame's prefix and suffix, the outer header, and a
+streaming quoted-printable encoder. What the body needs (S-1104's 7-bit
+rule, inline PGP) is signing/mimewalk.py's. The shell streams the body
+through the walker, runs the SOP command over exactly the signed part's
+bytes, and hands on prefix, body and suffix.
 No I/O here; no third-party import.
 """
 
@@ -28,11 +29,6 @@ ALREADY = frozenset({
     "multipart/signed", "multipart/encrypted", "application/pkcs7-mime", "application/x-pkcs7-mime",
     "application/pgp-encrypted",
 })  # fmt: skip
-#: The first part of a body is looked at this far for an inline-PGP armor
-#: line ("-----BEGIN PGP"), which means the client signed or encrypted it.
-ARMOR_SCAN = 1024 * 1024
-#: Carried between chunks by the scans: longer than every pattern looked for.
-_CARRY = 16
 #: The quoted-printable encoder encodes a line without LF in pieces past this.
 QP_LINE_PIECE = 64 * 1024
 PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
@@ -85,108 +81,37 @@ def _value(raw: bytes) -> bytes:
     return raw.partition(b":")[2].strip()
 
 
+def header_values(fields: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The values of the first Content-Type and Content-Transfer-Encoding
+    fields (folds included), or None for one that is absent."""
+    ct = next((raw for name, raw in fields if name.lower() == "content-type"), None)
+    cte = next((raw for name, raw in fields if name.lower() == "content-transfer-encoding"), None)
+    return (_value(ct) if ct is not None else None), (_value(cte) if cte is not None else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do with a message: `action` "sign", "leave" or "skip"
-    (`why` says why for the log); for "sign", whether a single text part is
-    re-encoded as quoted-printable once scanned (`text_single`)."""
+    """What to do with a message, from its header: `action` "sign",
+    "leave" or "skip" (`why` says why, for the log)."""
 
     action: str
     why: str = ""
-    mtype: str = "text/plain"
-    multipart: bool = False
-    text_single: bool = False
-    boundary: bytes = b""  # the body's own multipart boundary, for the armor scan
-    cte: str = "7bit"
 
 
 def plan(fields: Sequence[tuple[str, bytes]]) -> Plan:
-    """S-1104's decision from the header alone; the body scan decides the rest."""
-    ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
-    cte_raw = next((raw for name, raw in fields if name.lower() == "content-transfer-encoding"), None)
-    cte = _value(cte_raw).decode("ascii", "replace").lower() if cte_raw is not None else "7bit"
-    if ct_raw is None:
-        return Plan("sign", mtype="text/plain", text_single=True, cte=cte)
-    parsed = content_type(_value(ct_raw))
+    """S-1104's decision from the header alone; the body walk decides the rest."""
+    ct, _ = header_values(fields)
+    if ct is None:
+        return Plan("sign")
+    parsed = content_type(ct)
     if parsed is None:
         return Plan("skip", "unparsable Content-Type")
     mtype, params = parsed
     if mtype in ALREADY:
         return Plan("leave", "already protected")
-    if mtype.startswith("multipart/"):
-        boundary = params.get("boundary", "")
-        if not boundary:
-            return Plan("skip", "multipart without a boundary")
-        return Plan("sign", mtype=mtype, multipart=True, boundary=boundary.encode("ascii", "replace"), cte=cte)
-    return Plan("sign", mtype=mtype, text_single=mtype.startswith("text/"), cte=cte)
-
-
-class BodyScan:
-    """What the 7-bit rule and the pass-through rule need to know of a body
-    (S-1104), fed chunk by chunk with C-speed finds: 8-bit octets; for a
-    single part (`lines`), a line with trailing white space and a line
-    starting with "From "; an armor line ("-----BEGIN PGP") in the first
-    text part. For that last one the body's first ARMOR_SCAN octets are
-    kept (bounded) and read at `finish`. The line patterns are looked for
-    only in a chunk that has a space or a tab at all (one memchr): a
-    base64 body, the usual big one, costs a pass of `isascii` and two of
-    memchr."""
-
-    __slots__ = ("eight_bit", "trailing_ws", "from_line", "armor", "_tail", "_head", "_boundary", "_lines")
-
-    def __init__(self, boundary: bytes = b"", lines: bool = True) -> None:
-        self.eight_bit = self.trailing_ws = self.from_line = self.armor = False
-        self._tail = b"\r\n"  # the body starts at a line start
-        self._head = bytearray(b"\r\n")
-        self._boundary = boundary
-        self._lines = lines
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        if not self.eight_bit and not chunk.isascii():
-            self.eight_bit = True
-        if self._lines and not (self.trailing_ws and self.from_line):
-            self._line_rules(self._tail + chunk[:_CARRY])  # patterns across the edge
-            self._line_rules(chunk)
-            self._tail = chunk[-_CARRY:] if len(chunk) >= _CARRY else (self._tail + chunk)[-_CARRY:]
-        room = ARMOR_SCAN - len(self._head)
-        if room > 0:
-            self._head += chunk[:room]
-
-    def _line_rules(self, data: bytes) -> None:
-        space = data.find(b" ") != -1
-        if not self.trailing_ws and (space or data.find(b"\t") != -1):
-            self.trailing_ws = data.find(b" \r\n") != -1 or data.find(b"\t\r\n") != -1
-        if not self.from_line and space:
-            self.from_line = data.find(b"\nFrom ") != -1
-
-    def finish(self) -> None:
-        """Look for the armor line in the first text part of what was kept."""
-        head = bytes(self._head)
-        self._head = bytearray()
-        if not self._boundary:
-            self.armor = head.find(b"\n-----BEGIN PGP") != -1
-            return
-        delimiter = b"\n--" + self._boundary
-        start = head.find(delimiter)
-        if start == -1:
-            return
-        head_end = head.find(b"\r\n\r\n", start)
-        if head_end == -1:
-            return
-        part_header = head[start:head_end].lower()
-        m = re.search(rb"\ncontent-type:\s*([a-z0-9!#$&^_.+-]+)/", part_header)
-        if m is not None and m.group(1) != b"text":
-            return  # the first part is not text
-        end = head.find(delimiter, head_end)
-        region = head[head_end : end if end != -1 else len(head)]
-        self.armor = region.find(b"\n-----BEGIN PGP") != -1
-
-    def needs_qp(self, cte: str) -> bool:
-        """RFC 3156 §3 for a single text part: 8-bit, or lines a transport
-        may change (trailing white space, "From " at a line start)."""
-        return self.eight_bit or self.trailing_ws or self.from_line or cte in ("8bit", "binary")
+    if mtype.startswith("multipart/") and not params.get("boundary"):
+        return Plan("skip", "multipart without a boundary")
+    return Plan("sign")
 
 
 class QuotedPrintable:
@@ -329,12 +254,14 @@ def _protected_content_type(raw: bytes) -> bytes:
     return field + sep + b"\r\n\t" + added + b"\r\n"
 
 
-def part_header(fields: Sequence[tuple[str, bytes]], plan: Plan, qp: bool, eight_bit: bool) -> bytes:
+def part_header(fields: Sequence[tuple[str, bytes]], cte: str | None = None, eight_bit: bool = False) -> bytes:
     """The signed part's header (S-1104): its Content-Type byte for byte
     with `protected-headers="v1"; hp="clear"` added (RFC 9788 §4.1), its
     other Content-* fields, the transfer encoding as it will be (the
     original field byte for byte unless re-encoded), and copies of the
-    PROTECTED fields, CRLF throughout; the empty line not included."""
+    PROTECTED fields, CRLF throughout; the empty line not included.
+    `cte`: the body's new transfer encoding, None when it is as it was;
+    `eight_bit`: the body is 8-bit text (it names the default charset)."""
     ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
     if ct_raw is None:
         # RFC 2045 §5.2's default, or RFC 1428's label for 8-bit text of no declared charset.
@@ -344,8 +271,8 @@ def part_header(fields: Sequence[tuple[str, bytes]], plan: Plan, qp: bool, eight
         lname = name.lower()
         if lname.startswith("content-") and lname not in ("content-type", "content-transfer-encoding"):
             out.append(raw)
-    if qp:
-        out.append(b"Content-Transfer-Encoding: quoted-printable\r\n")
+    if cte is not None:
+        out.append(b"Content-Transfer-Encoding: " + cte.encode("ascii") + b"\r\n")
     else:
         out += [raw for name, raw in fields if name.lower() == "content-transfer-encoding"]
     for name, raw in fields:
