@@ -37,15 +37,16 @@ CHUNK = 1024 * 1024
 
 class Growing:
     """A spool range that grows while the child runs: `extend` says how far
-    the file may be read, `end` how far it will ever be (then the child's
-    input ends there), `cancel` stops the child. Called from the session
-    thread; the child's loop reads it from its own."""
+    the file may be read, `end` how far it will ever be and what follows it
+    (then the child's input ends there), `cancel` stops the child. Called
+    from the session thread; the child's loop reads it from its own."""
 
     def __init__(self, fd: int, offset: int) -> None:
         self.fd = fd
         self.sent = offset  # the next octet to send
         self.limit = offset  # what may be sent so far
         self.final = False
+        self.tail = b""  # octets written after the range, once it is final
         self.cancelled = False
         self.starved = False  # the loop has sent all there is and sleeps
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -56,8 +57,9 @@ class Growing:
             if self.starved:
                 self._wake()
 
-    def end(self, limit: int) -> None:
+    def end(self, limit: int, tail: bytes = b"") -> None:
         self.limit = limit
+        self.tail = tail  # set before `final`: the loop reads it once final
         self.final = True
         self._wake()
 
@@ -258,6 +260,8 @@ class Child:
             if left <= 0:
                 if part.final:
                     self.parts.popleft()
+                    if part.tail:
+                        self.parts.appendleft(memoryview(part.tail))
                     return bool(self.parts)
                 return None
             part.starved = False

@@ -6,9 +6,9 @@ the body from the spool. For a large message most of the signer's time is
 hashing, so the signer is started as soon as the header block has ended
 (`EarlySigner`) and fed the body as it is spooled, on the guess that the
 message will be signed as it is (no re-encoding, the usual case). At the
-final dot the body scan decides; a right guess only waits for the signer
-to finish, a wrong one (an 8-bit or otherwise unsafe body, an armor line)
-stops it and signs the usual way. Either way the signature is over the
+final dot the body walk (signing/mimewalk.py) decides; a right guess only
+waits for the signer to finish, a wrong one (a part to re-encode, an
+armor line) stops it and signs the usual way. Either way the signature is over the
 same bytes, so the guess changes nothing but the time.
 """
 
@@ -32,9 +32,6 @@ from .handoff import FileRange
 SIGNATURE_MAX = 64 * 1024
 #: Pieces the body scan and the re-encoding read.
 READ = 64 * 1024
-#: The signed part leaves out the body's last CRLF (RFC 1847 §2.1), so an
-#: early signer is fed all but the last octets spooled until the end is known.
-HOLD_BACK = 2
 
 
 def key_path(directory: str, user: str) -> str | None:
@@ -80,7 +77,7 @@ class EarlySigner:
         self.micalg_path = _micalg_path(config, qid)
         self.argv = _argv(config, self.micalg_path, key)
         self.growing = child.Growing(fd, body_offset)
-        before, _ = pgpmime.signed_part(part_head, True)
+        before = pgpmime.signed_part(part_head)
         try:
             self.child = child.Child(self.argv, (before, self.growing), stdout_limit=SIGNATURE_MAX,
                                      affinity=affinity)
@@ -95,14 +92,15 @@ class EarlySigner:
         self.result = self.child.run(math.inf)
 
     def spooled(self, size: int) -> None:
-        """The spool file now holds `size` octets."""
-        self.growing.extend(size - HOLD_BACK)
+        """The spool file now holds `size` octets: all of them are signed
+        (S-1104, amended: the body's last CRLF belongs to the signed part)."""
+        self.growing.extend(size)
 
-    def finish(self, end: int, timeout: float) -> child.Finished:
-        """The signed body ends at `end` in the spool file: feed the rest,
-        wait for the signature within `timeout`."""
+    def finish(self, end: int, tail: bytes, timeout: float) -> child.Finished:
+        """The body ends at `end` in the spool file and the signed part with
+        `tail` after it: feed the rest, wait for the signature within `timeout`."""
         self.child.deadline = time.monotonic() + timeout
-        self.growing.end(end)
+        self.growing.end(end, tail)
         self._join(timeout + 10)
         assert self.result is not None
         return self.result
@@ -131,19 +129,25 @@ def early_part_head(fields: list[tuple[str, bytes]]) -> bytes | None:
     re-encoding, or None when the header alone says it is not signed."""
     from signing import pgpmime
 
-    plan = pgpmime.plan(fields)
-    if plan.action != "sign":
+    if pgpmime.plan(fields).action != "sign":
         return None
-    return pgpmime.part_header(fields, plan, qp=False, eight_bit=False)
+    return pgpmime.part_header(fields)
+
+
+#: How the log names a change of the top-level entity's body.
+_TOP_CHANGE = {"quoted-printable": "quoted-printable", "repair-qp": "quoted-printable", "base64": "base64",
+               "repair-base64": "base64"}
 
 
 def step(msg: Any, ctx: Any, key: str, fields: list[tuple[str, bytes]]) -> Any:
     """S-1104: wrap the message as multipart/signed around the body, signed
     by the SOP command with the user's key; left as it is when already
-    protected; an 8-bit multipart body is sent unsigned; a failing signer
-    is 451 4.3.0, never unsigned mail instead. `ctx.signer`: an
-    EarlySigner fed while spooling, used when its guess was right."""
-    from signing import pgpmime
+    protected or inline PGP; the 7-bit rule's re-encoding streamed into a
+    second spool file; unsigned, with the reason logged, when the body is
+    past the walker's bounds or cannot be made 7-bit; a failing signer is
+    451 4.3.0, never unsigned mail instead. `ctx.signer`: an EarlySigner
+    fed while spooling, used when its guess was right."""
+    from signing import mimewalk, pgpmime
 
     from .spool import SpoolFile
 
@@ -154,51 +158,59 @@ def step(msg: Any, ctx: Any, key: str, fields: list[tuple[str, bytes]]) -> Any:
         return msg
     [body] = msg.body
     assert isinstance(body, FileRange)
-    scan = pgpmime.BodyScan(plan.boundary if plan.multipart else b"", lines=not plan.multipart)
+    ct, cte = pgpmime.header_values(fields)
+    walk = mimewalk.Walker(ct, cte)  # the first pass only looks
     for chunk in body.chunks(READ):
-        scan.feed(chunk)
-    scan.finish()
-    if scan.armor:
+        walk.feed(chunk)
+    walk.finish()
+    recoding = walk.result()
+    if recoding.armor:
         msg.notes.append("pgp=left (an inline PGP armor line in the first text part)")
         return msg
-    qp = False
-    if plan.multipart and scan.eight_bit:
-        msg.notes.append("pgp=skipped (8bit multipart)")
+    if recoding.problem is not None:
+        msg.notes.append(f"pgp=skipped ({recoding.problem})")
         return msg
-    if not plan.multipart and scan.needs_qp(plan.cte):
-        if not plan.text_single or plan.cte in ("quoted-printable", "base64"):
-            why = "8bit" if scan.eight_bit or plan.cte in ("8bit", "binary") else "unsafe lines"
-            msg.notes.append(f"pgp=skipped ({why} {plan.mtype} in {plan.cte})")
+    how = ""
+    if recoding.changes:  # RFC 3156 §3: re-encoded while streamed into a second spool (S-1102)
+        try:
+            second = SpoolFile(ctx.config.spool, ctx.qid + "0E")  # removed with the first one
+        except OSError as e:
+            msg.notes.append(f"pgp=failed (re-encoding: cannot create a spool file: {e.strerror or e})")
+            msg.refused = R.NO_STORAGE
             return msg
-        qp = True
-        second = SpoolFile(ctx.config.spool, ctx.qid + "0E")  # removed with the first one
         msg.spools.append(second)
-        encoder = pgpmime.QuotedPrintable()
+        rewrite = mimewalk.Walker(ct, cte, recoding)
         for chunk in body.chunks(READ):
-            second.write(encoder.feed(chunk))
-        second.write(encoder.finish())
+            second.write(rewrite.feed(chunk))
+        second.write(rewrite.finish())
         if second.failed:
             msg.notes.append(f"pgp=failed (re-encoding: {second.reason})")
             msg.refused = R.NO_STORAGE
             return msg
+        if rewrite.result().problem is not None:  # the two passes read the same bytes: a bug
+            msg.notes.append(f"pgp=failed (re-encoding: {rewrite.result().problem})")
+            msg.refused = R.HANDOFF_TEMPFAIL
+            return msg
         body = FileRange(second.fd, 0, second.size)
+        count = recoding.reencoded()
+        top = _TOP_CHANGE.get(recoding.changes.get(0, ""))
+        how = f", {top}" if top else f", {count} part{'s' if count != 1 else ''} re-encoded" if count else ""
     ends_crlf = _ends_crlf(body)
-    head = pgpmime.part_header(fields, plan, qp, scan.eight_bit)
-    before, cut = pgpmime.signed_part(head, ends_crlf)
-    signed_body = FileRange(body.fd, body.offset, body.size() - cut)
+    head = pgpmime.part_header(fields, recoding.top_cte(), recoding.top_eight_bit)
+    # RFC 1847 §2.1: exactly part one's octets; S-1104 (amended): the body
+    # whole, and a line break of its own when it has none.
+    before, after = pgpmime.signed_part(head), pgpmime.part_end(ends_crlf)
     if early is not None and early.part_head == head and early.growing.fd == body.fd \
             and early.body_offset == body.offset:
         micalg_path, argv = early.micalg_path, early.argv
-        done: child.Finished | OSError = early.finish(body.offset + signed_body.size(), ctx.config.sendmail_timeout)
-        how = ""
+        done: child.Finished | OSError = early.finish(body.offset + body.size(), after, ctx.config.sendmail_timeout)
     else:
         if early is not None:
             early.cancel()
         micalg_path = _micalg_path(ctx.config, ctx.qid)
         argv = _argv(ctx.config, micalg_path, key)
-        done = child.run(argv, (before, signed_body), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
+        done = child.run(argv, (before, body, after), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
                          affinity=ctx.affinity)
-        how = ", quoted-printable" if qp else ""
     micalg = _read_small(micalg_path)
     if isinstance(done, OSError) or done.status != 0 or done.stdout_overflow or not done.stdout:
         why = (f"cannot run {argv[0]}: {done.strerror or done}" if isinstance(done, OSError)

@@ -1,15 +1,16 @@
 """PGP/MIME signing frames (RFC 3156 on RFC 1847, protected headers per
 RFC 9788), built around a body that is never held (SPEC.md S-1104).
 
-This module owns the decisions and the bytes: whether a message is wrapped
-(`plan`: left alone when already signed or encrypted, skipped when 8-bit
-multipart, re-encoded as quoted-printable when a single text part is 8-bit
-or has lines a transport may change), the signed part's header (its
-Content-* fields, `protected-headers="v1"; hp="clear"`, copies of the
-header fields a reader sees), the frame's prefix and suffix, the outer
-header, and a streaming quoted-printable encoder. The shell streams the
-body through `BodyScan` and `QuotedPrintable`, runs the SOP command over
-exactly the signed part's bytes, and hands on prefix, body and suffix.
+This module owns the decisions from the header and the frame's bytes:
+whether a message is wrapped (`plan`: left alone when already signed or
+encrypted, skipped when its Content-Type does not parse), the signed
+part's header (its Content-* fields as they were,
+`protected-headers="v1"; hp="clear"`, copies of the header fields a
+reader sees), the frame's prefix and suffix, the outer header, and a
+streaming quoted-printable encoder. What the body needs (S-1104's 7-bit
+rule, inline PGP) is signing/mimewalk.py's. The shell streams the body
+through the walker, runs the SOP command over exactly the signed part's
+bytes, and hands on prefix, body and suffix.
 No I/O here; no third-party import.
 """
 
@@ -28,11 +29,6 @@ ALREADY = frozenset({
     "multipart/signed", "multipart/encrypted", "application/pkcs7-mime", "application/x-pkcs7-mime",
     "application/pgp-encrypted",
 })  # fmt: skip
-#: The first part of a body is looked at this far for an inline-PGP armor
-#: line ("-----BEGIN PGP"), which means the client signed or encrypted it.
-ARMOR_SCAN = 1024 * 1024
-#: Carried between chunks by the scans: longer than every pattern looked for.
-_CARRY = 16
 #: The quoted-printable encoder encodes a line without LF in pieces past this.
 QP_LINE_PIECE = 64 * 1024
 PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
@@ -40,7 +36,9 @@ PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
 _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
 _PARAM = re.compile(r"\s*;\s*(" + _TOKEN + r")\s*=\s*(" + _TOKEN + r'|"(?:[^"\\\r\n]|\\.)*")', re.S)
 _TYPE = re.compile(r"\s*(" + _TOKEN + r")\s*/\s*(" + _TOKEN + r")", re.S)
-_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+#: A quoted string (kept) or a comment without a comment inside (removed):
+#: comments go innermost first, and never from inside a quoted string.
+_QUOTED_OR_COMMENT = re.compile(r'("(?:[^"\\]|\\.)*")|\((?:[^()"\\]|\\.)*\)')
 
 
 def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
@@ -50,7 +48,7 @@ def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
         text = value.decode("ascii")
     except UnicodeDecodeError:
         return None
-    text = _COMMENT.sub(" ", text.replace("\r\n", ""))
+    text = _uncomment(text.replace("\r\n", ""))
     m = _TYPE.match(text)
     if not m:
         return None
@@ -68,112 +66,52 @@ def content_type(value: bytes) -> tuple[str, dict[str, str]] | None:
     return f"{m.group(1).lower()}/{m.group(2).lower()}", params
 
 
+def _uncomment(text: str) -> str:
+    """RFC 5322 §3.2.2: comments (nested ones too) become a space;
+    quoted strings stay as they are, parentheses and all."""
+    while "(" in text:
+        plain = _QUOTED_OR_COMMENT.sub(lambda m: m.group(1) or " ", text)
+        if plain == text:
+            break
+        text = plain
+    return text
+
+
 def _value(raw: bytes) -> bytes:
     return raw.partition(b":")[2].strip()
 
 
+def header_values(fields: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The values of the first Content-Type and Content-Transfer-Encoding
+    fields (folds included), or None for one that is absent."""
+    ct = next((raw for name, raw in fields if name.lower() == "content-type"), None)
+    cte = next((raw for name, raw in fields if name.lower() == "content-transfer-encoding"), None)
+    return (_value(ct) if ct is not None else None), (_value(cte) if cte is not None else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do with a message: `action` "sign", "leave" or "skip"
-    (`why` says why for the log); for "sign", whether a single text part is
-    re-encoded as quoted-printable once scanned (`text_single`)."""
+    """What to do with a message, from its header: `action` "sign",
+    "leave" or "skip" (`why` says why, for the log)."""
 
     action: str
     why: str = ""
-    mtype: str = "text/plain"
-    multipart: bool = False
-    text_single: bool = False
-    boundary: bytes = b""  # the body's own multipart boundary, for the armor scan
-    cte: str = "7bit"
 
 
 def plan(fields: Sequence[tuple[str, bytes]]) -> Plan:
-    """S-1104's decision from the header alone; the body scan decides the rest."""
-    ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
-    cte_raw = next((raw for name, raw in fields if name.lower() == "content-transfer-encoding"), None)
-    cte = _value(cte_raw).decode("ascii", "replace").lower() if cte_raw is not None else "7bit"
-    if ct_raw is None:
-        return Plan("sign", mtype="text/plain", text_single=True, cte=cte)
-    parsed = content_type(_value(ct_raw))
+    """S-1104's decision from the header alone; the body walk decides the rest."""
+    ct, _ = header_values(fields)
+    if ct is None:
+        return Plan("sign")
+    parsed = content_type(ct)
     if parsed is None:
         return Plan("skip", "unparsable Content-Type")
     mtype, params = parsed
     if mtype in ALREADY:
         return Plan("leave", "already protected")
-    if mtype.startswith("multipart/"):
-        boundary = params.get("boundary", "")
-        if not boundary:
-            return Plan("skip", "multipart without a boundary")
-        return Plan("sign", mtype=mtype, multipart=True, boundary=boundary.encode("ascii", "replace"), cte=cte)
-    return Plan("sign", mtype=mtype, text_single=mtype.startswith("text/"), cte=cte)
-
-
-class BodyScan:
-    """What the 7-bit rule and the pass-through rule need to know of a body
-    (S-1104), fed chunk by chunk with C-speed finds: 8-bit octets; for a
-    single part (`lines`), a line with trailing white space and a line
-    starting with "From "; an armor line ("-----BEGIN PGP") in the first
-    text part. For that last one the body's first ARMOR_SCAN octets are
-    kept (bounded) and read at `finish`. The line patterns are looked for
-    only in a chunk that has a space or a tab at all (one memchr): a
-    base64 body, the usual big one, costs a pass of `isascii` and two of
-    memchr."""
-
-    __slots__ = ("eight_bit", "trailing_ws", "from_line", "armor", "_tail", "_head", "_boundary", "_lines")
-
-    def __init__(self, boundary: bytes = b"", lines: bool = True) -> None:
-        self.eight_bit = self.trailing_ws = self.from_line = self.armor = False
-        self._tail = b"\r\n"  # the body starts at a line start
-        self._head = bytearray(b"\r\n")
-        self._boundary = boundary
-        self._lines = lines
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        if not self.eight_bit and not chunk.isascii():
-            self.eight_bit = True
-        if self._lines and not (self.trailing_ws and self.from_line):
-            self._line_rules(self._tail + chunk[:_CARRY])  # patterns across the edge
-            self._line_rules(chunk)
-            self._tail = chunk[-_CARRY:] if len(chunk) >= _CARRY else (self._tail + chunk)[-_CARRY:]
-        room = ARMOR_SCAN - len(self._head)
-        if room > 0:
-            self._head += chunk[:room]
-
-    def _line_rules(self, data: bytes) -> None:
-        space = data.find(b" ") != -1
-        if not self.trailing_ws and (space or data.find(b"\t") != -1):
-            self.trailing_ws = data.find(b" \r\n") != -1 or data.find(b"\t\r\n") != -1
-        if not self.from_line and space:
-            self.from_line = data.find(b"\nFrom ") != -1
-
-    def finish(self) -> None:
-        """Look for the armor line in the first text part of what was kept."""
-        head = bytes(self._head)
-        self._head = bytearray()
-        if not self._boundary:
-            self.armor = head.find(b"\n-----BEGIN PGP") != -1
-            return
-        delimiter = b"\n--" + self._boundary
-        start = head.find(delimiter)
-        if start == -1:
-            return
-        head_end = head.find(b"\r\n\r\n", start)
-        if head_end == -1:
-            return
-        part_header = head[start:head_end].lower()
-        m = re.search(rb"\ncontent-type:\s*([a-z0-9!#$&^_.+-]+)/", part_header)
-        if m is not None and m.group(1) != b"text":
-            return  # the first part is not text
-        end = head.find(delimiter, head_end)
-        region = head[head_end : end if end != -1 else len(head)]
-        self.armor = region.find(b"\n-----BEGIN PGP") != -1
-
-    def needs_qp(self, cte: str) -> bool:
-        """RFC 3156 §3 for a single text part: 8-bit, or lines a transport
-        may change (trailing white space, "From " at a line start)."""
-        return self.eight_bit or self.trailing_ws or self.from_line or cte in ("8bit", "binary")
+    if mtype.startswith("multipart/") and not params.get("boundary"):
+        return Plan("skip", "multipart without a boundary")
+    return Plan("sign")
 
 
 class QuotedPrintable:
@@ -203,8 +141,11 @@ class QuotedPrintable:
         return out
 
     def finish(self) -> bytes:
+        """The body's end: what is held is its last line, whose line break
+        follows the body (the delimiter's CRLF inside a multipart, or the
+        one S-1104 gives a body without one): no soft break after it."""
         rest, self._carry = self._carry, b""
-        return self._piece(rest) if rest else b""
+        return qp_line(rest) if rest else b""
 
     @staticmethod
     def _piece(piece: bytes) -> bytes:
@@ -240,7 +181,7 @@ def _qp(block: bytes) -> bytes:
         return binascii.b2a_qp(block, quotetabs=False, istext=True, header=False)
     free = [c for c in _SENTINELS if block.find(bytes([c])) == -1][: len(found)]
     if len(free) < len(found):  # a block holding nearly every control: by lines, in Python
-        return b"".join(_qp_line(line) for line in block.splitlines(keepends=True))
+        return b"".join(qp_line(line) for line in block.splitlines(keepends=True))
     marked = block
     for (pattern, rest, _), c in zip(found, free, strict=True):
         marked = marked.replace(pattern, bytes([c]) + rest)
@@ -250,30 +191,35 @@ def _qp(block: bytes) -> bytes:
     return out
 
 
-def _qp_line(line: bytes) -> bytes:
-    """One line (the rare path of _qp): encoded whole, then broken into
-    pieces of at most 76 characters (never inside an =XX), each piece that
-    starts with "From " starting with =46 instead."""
-    body, end = (line[:-2], b"\r\n") if line.endswith(b"\r\n") else (line, b"")
+def qp_line(line: bytes, istext: bool = True, soft: bool = False) -> bytes:
+    """One line (the rare path of _qp, and QuotedPrintable's last line):
+    encoded whole, then broken into pieces of at most 76 characters (never
+    inside an =XX), each piece that starts with "From " starting with =46
+    instead. `istext=False`: a CR or LF in it is an octet (=0D, =0A);
+    `soft`: it ends in a soft line break (its "=" counted in the 76)."""
+    body, end = (line[:-2], b"\r\n") if istext and line.endswith(b"\r\n") else (line, b"")
     # Without a line end binascii encodes trailing white space; its own soft
-    # breaks ("=\n") are removed, for the breaks made here.
-    out = binascii.b2a_qp(body, quotetabs=False, istext=True, header=False).replace(b"=\n", b"")
+    # breaks (=CRLF when the input holds a CRLF, else =LF) are removed, for
+    # the breaks made here.
+    out = binascii.b2a_qp(body, quotetabs=False, istext=istext, header=False)
+    out = out.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    last = 75 if soft else 76
     pieces = []
     while True:
         if out.startswith(b"From "):
             out = b"=46" + out[1:]
-        if len(out) <= 76:
+        if len(out) <= last:
             break
         cut = 75
         cut -= 1 if out[cut - 1 : cut] == b"=" else 2 if out[cut - 2 : cut - 1] == b"=" else 0
         pieces.append(out[:cut] + b"=\r\n")
         out = out[cut:]
-    return b"".join(pieces) + out + end
+    return b"".join(pieces) + out + (b"=" if soft else b"") + end
 
 
 def _fold_param_line(name: str, value: str) -> bytes:
     """`Name: value` with `; ` parameters, folded before a parameter when a
-    line would pass 78 characters."""
+    line would pass 78 characters (for the fields msa makes itself)."""
     head, *params = [p.strip() for p in value.split(";")]
     lines = [f"{name}: {head};"] if params else [f"{name}: {head}"]
     for i, p in enumerate(params):
@@ -285,24 +231,48 @@ def _fold_param_line(name: str, value: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
-def part_header(fields: Sequence[tuple[str, bytes]], plan: Plan, qp: bool, eight_bit: bool) -> bytes:
-    """The signed part's header (S-1104): its Content-Type with
-    `protected-headers="v1"; hp="clear"` (RFC 9788 §4.1), its other
-    Content-* fields, the transfer encoding as it will be, and copies of
-    the PROTECTED fields, CRLF throughout; the empty line not included."""
+#: RFC 9788 §4.1: what the signed part's Content-Type says beside the original.
+_PROTECTED_PARAMS = (("protected-headers", b'protected-headers="v1"'), ("hp", b'hp="clear"'))
+
+
+def _protected_content_type(raw: bytes) -> bytes:
+    """The Content-Type field `raw` (name, value, folds, CRLF) as it was,
+    byte for byte, with the RFC 9788 parameters it lacks appended (S-1104):
+    a quoted string or comment is never touched, so `boundary="a  b"` and
+    `name="a;b"` stay what they were. On its last line when that stays
+    within 78 characters (RFC 5322 §2.1.1), else on a folded line of its own."""
+    field = raw[:-2] if raw.endswith(b"\r\n") else raw
+    parsed = content_type(_value(field))
+    have = parsed[1] if parsed is not None else {}
+    added = b"; ".join(param for name, param in _PROTECTED_PARAMS if name not in have)
+    if not added:
+        return field + b"\r\n"
+    sep = b"" if field.rstrip(b" \t").endswith(b";") else b";"  # never an empty parameter
+    last_line = len(field) - (field.rfind(b"\n") + 1)
+    if last_line + len(sep) + 1 + len(added) <= 78:
+        return field + sep + b" " + added + b"\r\n"
+    return field + sep + b"\r\n\t" + added + b"\r\n"
+
+
+def part_header(fields: Sequence[tuple[str, bytes]], cte: str | None = None, eight_bit: bool = False) -> bytes:
+    """The signed part's header (S-1104): its Content-Type byte for byte
+    with `protected-headers="v1"; hp="clear"` added (RFC 9788 §4.1), its
+    other Content-* fields, the transfer encoding as it will be (the
+    original field byte for byte unless re-encoded), and copies of the
+    PROTECTED fields, CRLF throughout; the empty line not included.
+    `cte`: the body's new transfer encoding, None when it is as it was;
+    `eight_bit`: the body is 8-bit text (it names the default charset)."""
     ct_raw = next((raw for name, raw in fields if name.lower() == "content-type"), None)
-    if ct_raw is not None:
-        value = " ".join(_value(ct_raw).decode("utf-8", "surrogateescape").split())
-    else:
+    if ct_raw is None:
         # RFC 2045 §5.2's default, or RFC 1428's label for 8-bit text of no declared charset.
-        value = "text/plain; charset=" + ("unknown-8bit" if eight_bit else "us-ascii")
-    out = [_fold_param_line("Content-Type", value.rstrip(";") + '; protected-headers="v1"; hp="clear"')]
+        ct_raw = b"Content-Type: text/plain; charset=" + (b"unknown-8bit" if eight_bit else b"us-ascii") + b"\r\n"
+    out = [_protected_content_type(ct_raw)]
     for name, raw in fields:
         lname = name.lower()
         if lname.startswith("content-") and lname not in ("content-type", "content-transfer-encoding"):
             out.append(raw)
-    if qp:
-        out.append(b"Content-Transfer-Encoding: quoted-printable\r\n")
+    if cte is not None:
+        out.append(b"Content-Transfer-Encoding: " + cte.encode("ascii") + b"\r\n")
     else:
         out += [raw for name, raw in fields if name.lower() == "content-transfer-encoding"]
     for name, raw in fields:
@@ -317,20 +287,30 @@ def prefix(boundary: bytes, part_head: bytes) -> bytes:
     return b"\r\n" + PREAMBLE + b"--" + boundary + b"\r\n" + part_head + b"\r\n"
 
 
-def signed_part(part_head: bytes, body_ends_crlf: bool) -> tuple[bytes, int]:
-    """RFC 1847 §2.1: the signed octets are the part's header, its empty
-    line and the body without the CRLF that belongs to the next delimiter:
-    what to put before the body, and how many octets to leave off its end."""
-    return part_head + b"\r\n", 2 if body_ends_crlf else 0
+def signed_part(part_head: bytes) -> bytes:
+    """What the signed part holds before the body: its header and empty line."""
+    return part_head + b"\r\n"
+
+
+def part_end(body_ends_crlf: bool) -> bytes:
+    """What the signed part holds after the body (S-1104, amended): the
+    body is whole, its last CRLF included, and one without a final CRLF
+    gets one here. RFC 3156 §5 ends the signed entity with its own line
+    break: the CRLF before the next delimiter belongs to the delimiter
+    (RFC 1847 §2.1) and is not signed, so a body whose last CRLF served
+    as the delimiter's lost its line break, and GMime, which rebuilds
+    the entity with it, called the signature bad."""
+    return b"" if body_ends_crlf else b"\r\n"
 
 
 def suffix(boundary: bytes, signature: bytes, body_ends_crlf: bool) -> bytes:
-    """From the end of the body: the delimiter (its CRLF the body's own last
-    one), the signature part, the close delimiter."""
+    """From the end of the body: the end of the signed part (`part_end`),
+    the delimiter with a CRLF of its own, the signature part, the close
+    delimiter."""
     sig = signature.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not sig.endswith(b"\r\n"):
         sig += b"\r\n"
-    return ((b"" if body_ends_crlf else b"\r\n") + b"--" + boundary + b"\r\n"
+    return (part_end(body_ends_crlf) + b"\r\n--" + boundary + b"\r\n"
             + b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
             + b"Content-Description: OpenPGP digital signature\r\n"
             + b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'

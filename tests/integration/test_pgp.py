@@ -1,10 +1,13 @@
 """PGP/MIME signing end to end (SPEC.md S-1101, S-1104, S-1105): keys made
 by the real `msa.py pgp keygen` (through sqop), messages through a real
 `msa.py serve`, the delivered message cut by RFC 1847's rules and its
-signature checked with `gpg --verify` and `sqop verify`."""
+signature checked with `gpg --verify` and `sqop verify`, and whole by a
+GMime-based reader (`notmuch show --verify`), which rebuilds the signed
+entity from its parse as every GMime reader does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +22,9 @@ from msatest import Wire, b64
 
 SQOP = shutil.which("sqop")
 GPG = shutil.which("gpg")
+NOTMUCH = shutil.which("notmuch")
+needs_notmuch = pytest.mark.skipif(NOTMUCH is None or GPG is None,
+                                   reason="notmuch or gpg is not installed (Debian packages notmuch, gnupg)")
 pytestmark = pytest.mark.skipif(SQOP is None, reason="sqop is not installed (Debian package sqop)")
 
 PASSWORD = "alice pgp pw"
@@ -133,6 +139,51 @@ def verify(tmp: Path, signed: bytes, signature: bytes, cert: bytes) -> tuple[boo
     return sq.returncode == 0, g.returncode == 0, g.stderr
 
 
+def notmuch_show(tmp: Path, data: bytes, cert: bytes) -> dict:
+    """The message as `notmuch show --verify --format=json` reports it (its
+    top-level "body" part), from a throwaway notmuch database holding only
+    it, with the signer's public key in a temporary GNUPGHOME for GMime."""
+    root = tmp / "notmuch"
+    mail = root / "mail"
+    for sub in ("cur", "new", "tmp"):
+        (mail / sub).mkdir(parents=True, exist_ok=True)
+    (mail / "new" / "1.msa:2,").write_bytes(data)
+    config = root / "config"
+    config.write_text(f"[database]\npath={mail}\n[user]\nname=t\nprimary_email=t@example.net\n"
+                      "[new]\ntags=new\n[maildir]\nsynchronize_flags=false\n")
+    home = root / "gnupg"
+    home.mkdir(mode=0o700, exist_ok=True)
+    (root / "cert.asc").write_bytes(cert)
+    env = {**os.environ, "NOTMUCH_CONFIG": str(config), "GNUPGHOME": str(home), "HOME": str(root)}
+    try:
+        subprocess.run([GPG, "--batch", "--import", str(root / "cert.asc")], capture_output=True, env=env,
+                       timeout=60, check=True)
+        subprocess.run([NOTMUCH, "new", "--quiet"], capture_output=True, env=env, timeout=60, check=True)
+        shown = subprocess.run([NOTMUCH, "show", "--verify", "--format=json", "--entire-thread=false", "*"],
+                               capture_output=True, env=env, timeout=60, check=True)
+    finally:  # gpg and GMime's gpgme leave agents behind for the home; none may outlive the test
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+    [[[message, _]]] = json.loads(shown.stdout)
+    [body] = message["body"]
+    return body
+
+
+def notmuch_parts(part: dict) -> list[dict]:
+    """The leaf parts of a notmuch JSON part, depth first."""
+    content = part.get("content")
+    if isinstance(content, list):
+        return [leaf for sub in content for leaf in notmuch_parts(sub)]
+    return [part]
+
+
+def assert_notmuch_good(tmp: Path, data: bytes, cert: bytes) -> dict:
+    """notmuch (GMime) reports the signature good; the signed part's JSON."""
+    body = notmuch_show(tmp, data, cert)
+    assert body["content-type"] == "multipart/signed", body
+    assert [s["status"] for s in body["sigstatus"]] == ["good"], body["sigstatus"]
+    return body["content"][0]
+
+
 def test_signed_message_verifies_with_gpg_and_sqop(pgp_msa, tmp_path):  # S-1104, S-1105
     m, cert = pgp_msa
     code, text = submit(m, "alice", "alice@example.org", message())
@@ -151,7 +202,10 @@ def test_signed_message_verifies_with_gpg_and_sqop(pgp_msa, tmp_path):  # S-1104
     for name in (b"From: Alice <alice@example.org>", b"To: Carol <carol@example.net>", b"Subject: pgp test",
                  b"Date: Tue, 01 Dec 2026 10:00:00 +0000", b"Message-ID: <pgp.1@example.org>"):
         assert b"\r\n" + name + b"\r\n" in b"\r\n" + part_head + b"\r\n"
-    assert signed.endswith(b"signed by msa.")  # the delimiter's CRLF is not signed
+    # S-1104 (amended): the body's last line break stays in part one, and
+    # the delimiter brings a line break of its own, not signed.
+    assert signed.endswith(b"signed by msa.\r\n")
+    assert d.data.count(signed + b"\r\n--") == 1
     m.wait_log(r"[0-9A-F]{10}: pgp=signed \(pgp-sha\d+\)")
 
 
@@ -204,21 +258,10 @@ def test_eight_bit_body_is_reencoded_and_verifies(pgp_msa, tmp_path):  # S-1104:
     assert b"=46rom the start" in encoded and b"trailing space=20" in encoded and b"=3Dequals" in encoded
     import quopri
 
-    assert quopri.decodestring(encoded + b"\r\n").replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
+    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
     m.wait_log(r"pgp=signed \(pgp-sha\d+, quoted-printable\)")
-
-
-def test_eight_bit_multipart_is_sent_unsigned(pgp_msa):  # S-1104
-    m, _ = pgp_msa
-    mime = b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n'
-    body = b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--b1--\r\n"
-    original = message(body, mime)
-    assert submit(m, "alice", "alice@example.org", original)[0] == 250
-    [d] = m.outbox.messages()
-    assert msatest.strip_received(d.data) == original
-    m.wait_log(r"pgp=skipped \(8bit multipart\)")
 
 
 def test_seven_bit_multipart_with_attachment_verifies(pgp_msa, tmp_path):  # S-1104
@@ -232,7 +275,7 @@ def test_seven_bit_multipart_with_attachment_verifies(pgp_msa, tmp_path):  # S-1
     _, signed, sig, _ = split_signed(d.data)
     part_head = re.sub(rb"\r\n[ \t]+", b" ", signed.partition(b"\r\n\r\n")[0])  # unfolded
     assert re.search(rb'^Content-Type: multipart/mixed; boundary="b1"; protected-headers="v1"; hp="clear"', part_head)
-    assert signed.partition(b"\r\n\r\n")[2] == body[:-2]
+    assert signed.partition(b"\r\n\r\n")[2] == body  # S-1104 (amended): whole, its last CRLF included
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
 
@@ -414,7 +457,7 @@ def test_the_signer_starts_at_the_end_of_the_header_and_signs_what_follows(start
     assert len(starts.read_text().splitlines()) == 1  # the guess was right: signed once
     [d] = m.outbox.messages()
     _, signed, sig, _ = split_signed(d.data)
-    assert signed.endswith(b"first part of the body\r\nthe rest, sent after the signer started")
+    assert signed.endswith(b"first part of the body\r\nthe rest, sent after the signer started\r\n")
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
 
@@ -447,3 +490,237 @@ def test_a_client_leaving_mid_body_stops_the_signer(start_msa, tmp_path):  # S-1
     assert msatest.wait_until(lambda: not m.children()), m.children()
     assert msatest.wait_until(lambda: m.spool_files() == []), m.spool_files()
     assert m.outbox.messages() == []
+
+
+@needs_notmuch
+def test_notmuch_verifies_a_signed_text_and_keeps_its_last_line_break(pgp_msa, tmp_path):  # S-1104 (amended)
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message())[0] == 250
+    [d] = m.outbox.messages()
+    signed_part = assert_notmuch_good(tmp_path, d.data, cert)
+    assert signed_part["content-type"] == "text/plain"
+    assert signed_part["content"] == "Hello Carol,\n\nsigned by msa.\n"
+
+
+ALTERNATIVE = (b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="alt1"\r\n',
+               b"--alt1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHello Carol,\r\n\r\nin two forms.\r\n"
+               b"\r\n--alt1\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<p>Hello Carol,</p>\r\n"
+               b"<p>in two forms.</p>\r\n\r\n--alt1--\r\n")
+ATTACHMENT = (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="mix1"\r\n',
+              b"This is a multi-part message in MIME format.\r\n--mix1\r\n"
+              b"Content-Type: text/plain; charset=us-ascii\r\n\r\nsee attached\r\n\r\n--mix1\r\n"
+              b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+              b'Content-Disposition: attachment; filename="abc.bin"\r\n\r\n'
+              + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 20 + b"\r\n--mix1--\r\n")
+
+
+@needs_notmuch
+@pytest.mark.parametrize(("mime", "body", "text"), [(*ALTERNATIVE, "Hello Carol,\n\nin two forms.\n"),
+                                                   (*ATTACHMENT, "see attached\n")], ids=["alternative", "attachment"])
+def test_notmuch_verifies_a_signed_multipart(pgp_msa, tmp_path, mime, body, text):  # S-1104 (amended), S-1105
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message(body, mime))[0] == 250
+    [d] = m.outbox.messages()
+    signed_part = assert_notmuch_good(tmp_path, d.data, cert)
+    leaves = notmuch_parts(signed_part)
+    assert len(leaves) == 2
+    assert leaves[0]["content-type"] == "text/plain"
+    assert leaves[0]["content"] == text  # decoded, its last line break kept
+    _, signed, sig, _ = split_signed(d.data)
+    assert signed.partition(b"\r\n\r\n")[2] == body
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+
+
+def test_an_empty_body_gets_a_line_break_inside_the_signed_part(pgp_msa, tmp_path):  # S-1104 (amended)
+    m, cert = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message(b""))[0] == 250
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    assert signed.endswith(b"\r\n\r\n\r\n")  # the end of the header, its empty line, the body's line break
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+
+
+def parsed_leaves(data: bytes) -> list[tuple[str, dict, bytes]]:
+    """(type, parameters but RFC 9788's, decoded payload, text content) of
+    every leaf part, by Python's email parser."""
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    return [(p.get_content_type(),
+             {k: v for k, v in (p["content-type"].params if p["content-type"] else {}).items()
+              if k not in ("protected-headers", "hp")},
+             p.get_payload(decode=True), p.get_content() if p.get_content_maintype() == "text" else None)
+            for p in msg.walk() if not p.is_multipart()]
+
+
+def signed_entity(data: bytes) -> bytes:
+    """Part one of a delivered multipart/signed message, as an entity."""
+    return split_signed(data)[1]
+
+
+@pytest.mark.parametrize(
+    ("mime", "body"),
+    [
+        (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a  b"\r\n',
+         b"--a  b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--a  b\r\nContent-Type: text/plain\r\n\r\n"
+         b"second\r\n--a  b--\r\n"),
+        (b'MIME-Version: 1.0\r\nContent-Type: application/octet-stream; name="a;b"\r\n'
+         b"Content-Transfer-Encoding: base64\r\n", b"QUJD\r\n"),
+    ],
+    ids=["boundary-with-two-spaces", "name-with-a-semicolon"],
+)
+def test_the_content_type_is_kept_byte_for_byte(pgp_msa, tmp_path, mime, body):  # S-1104
+    m, cert = pgp_msa
+    original = message(body, mime)
+    assert submit(m, "alice", "alice@example.org", original)[0] == 250
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    part_head = signed.partition(b"\r\n\r\n")[0]
+    ct = re.search(rb"Content-Type: [^\r]*\r\n", mime).group(0)[:-2]
+    assert part_head.startswith(ct + b";")
+    cte = re.search(rb"Content-Transfer-Encoding: [^\r]*\r\n", mime)
+    assert cte is None or cte.group(0) in part_head
+    assert parsed_leaves(signed) == parsed_leaves(original)  # every part kept, named as sent
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+    if NOTMUCH is not None and GPG is not None:
+        assert_notmuch_good(tmp_path, d.data, cert)
+
+
+def _python_email_message() -> bytes:
+    """What Python's email package sends: 8-bit parts (policy SMTP, cte_type 8bit)."""
+    import email.message
+    import email.policy
+
+    msg = email.message.EmailMessage()
+    msg["From"] = "Alice <alice@example.org>"
+    msg["To"] = "Carol <carol@example.net>"
+    msg["Subject"] = "pgp test"
+    msg["Date"] = "Tue, 01 Dec 2026 10:00:00 +0000"
+    msg["Message-ID"] = "<pgp.1@example.org>"
+    msg.set_content("Grüße aus Köln,\nFrom Alice\nwith a trailing space \n")
+    msg.add_alternative("<p>Grüße aus Köln</p>\n", subtype="html")
+    msg.add_attachment(bytes(range(256)) * 8, maintype="application", subtype="octet-stream", filename="data.bin")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+_MUTT = (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="qDbmr5VvAoA1Wj5E"\r\n'
+         b"Content-Disposition: inline\r\nContent-Transfer-Encoding: 8bit\r\n",
+         b"\r\n--qDbmr5VvAoA1Wj5E\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Disposition: inline\r\n"
+         b"Content-Transfer-Encoding: 8bit\r\n\r\nHallo Carol,\r\n\r\nGr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.\r\n\r\n"
+         b"-- \r\nAlice\r\n\r\n--qDbmr5VvAoA1Wj5E\r\nContent-Type: application/octet-stream\r\n"
+         b'Content-Disposition: attachment; filename="data.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+         + b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4\r\n" * 30
+         + b"\r\n--qDbmr5VvAoA1Wj5E--\r\n")
+_NESTED = (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="outer"\r\n',
+           b"--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n"
+           b"--inner\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHello Carol\r\n\r\n"
+           b"--inner\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           b"<p>Gr\xc3\xbc\xc3\x9fe, Carol</p>\r\n\r\n--inner--\r\n\r\n--outer\r\n"
+           b"Content-Type: text/plain; charset=us-ascii\r\nContent-Disposition: attachment; filename=\"n.txt\"\r\n\r\n"
+           b"notes\r\n\r\n--outer--\r\n")
+_FORWARD = (b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="fw"\r\n',
+            b"--fw\r\nContent-Type: text/plain\r\n\r\nforwarded below\r\n\r\n--fw\r\nContent-Type: message/rfc822\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\nContent-Disposition: attachment\r\n\r\n"
+            b"From: Dora <dora@example.com>\r\nSubject: original\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            b"D\xc3\xa9j\xc3\xa0 vu\r\nFrom here\r\n\r\n--fw--\r\n")
+_QP_FROM = (b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n",
+            b"Hello Carol,\r\nFrom the start of a line, caf=C3=A9 and a soft =\r\nbreak.\r\n")
+_OCTETS = (b"MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n"
+           b'Content-Disposition: attachment; filename="raw.bin"\r\n',
+           bytes(c for c in range(1, 256) if c not in (10, 13)) * 10 + b"\r\nFrom \r\n")
+REENCODED = {
+    "mutt": (_MUTT, r"1 part re-encoded"),
+    "python-email": (None, r"2 parts re-encoded"),
+    "nested-alternative": (_NESTED, r"1 part re-encoded"),
+    "message-rfc822": (_FORWARD, r"1 part re-encoded"),
+    "quoted-printable-from-line": (_QP_FROM, r"quoted-printable"),
+    "eight-bit-octet-stream": (_OCTETS, r"base64"),
+}
+
+
+def assert_seven_bit_safe(data: bytes) -> None:  # RFC 3156 §3
+    assert data.isascii()
+    for line in data.split(b"\r\n"):
+        assert not line.startswith(b"From ") and not line.endswith((b" ", b"\t")), line
+
+
+@pytest.mark.parametrize("case", list(REENCODED))
+def test_what_clients_send_is_reencoded_signed_and_decodes_the_same(pgp_msa, tmp_path, case):  # S-1104 (amended)
+    m, cert = pgp_msa
+    parts, note = REENCODED[case]
+    original = _python_email_message() if parts is None else message(parts[1], parts[0])
+    assert submit(m, "alice", "alice@example.org", original)[0] == 250
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    assert_seven_bit_safe(signed)
+    assert parsed_leaves(signed) == parsed_leaves(original)  # every part decodes to what was sent
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+    if NOTMUCH is not None and GPG is not None:
+        assert_notmuch_good(tmp_path, d.data, cert)
+    m.wait_log(rf"pgp=signed \(pgp-sha\d+, {note}\)")
+
+
+def test_a_container_labelled_eight_bit_is_labelled_seven_bit_once_reencoded(pgp_msa):  # S-1104
+    m, _ = pgp_msa
+    assert submit(m, "alice", "alice@example.org", message(_FORWARD[1], _FORWARD[0]))[0] == 250
+    [d] = m.outbox.messages()
+    signed = split_signed(d.data)[1]
+    assert b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\nContent-Disposition: attachment\r\n" \
+        in signed  # the rest of its header as it was
+    assert b"Subject: original\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nD=C3=A9j=C3=A0 vu\r\n=46rom here\r\n" in signed
+    # The mutt message's top-level label goes into the signed part's header, changed the same way.
+    assert submit(m, "alice", "alice@example.org", message(_MUTT[1], _MUTT[0]))[0] == 250
+    part_head = split_signed(m.outbox.messages()[1].data)[1].partition(b"\r\n\r\n")[0]
+    assert b"\r\nContent-Transfer-Encoding: 7bit\r\n" in part_head + b"\r\n" and b"8bit" not in part_head
+
+
+def test_a_body_past_the_walkers_bounds_is_sent_unsigned_with_the_reason(pgp_msa):  # S-1102, S-1104
+    m, _ = pgp_msa
+    deep = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1) for i in range(60))
+    original = message(deep + b"--b60\r\n\r\ncaf\xc3\xa9\r\n",
+                       b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n")
+    assert submit(m, "alice", "alice@example.org", original)[0] == 250
+    [d] = m.outbox.messages()
+    assert msatest.strip_received(d.data) == original
+    m.wait_log(r"pgp=skipped \(parts nested deeper than 50\)")
+
+
+def test_an_eight_bit_part_inside_a_signed_part_is_not_touched(pgp_msa):  # S-1104, RFC 1847 §2.1
+    m, _ = pgp_msa
+    body = (b"--b\r\nContent-Type: text/plain\r\n\r\nsee the signed part\r\n--b\r\n"
+            b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary=s\r\n\r\n'
+            b"--s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            b"caf\xc3\xa9\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\nSIG\r\n--s--\r\n--b--\r\n")
+    original = message(body, b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n")
+    assert submit(m, "alice", "alice@example.org", original)[0] == 250
+    [d] = m.outbox.messages()
+    assert msatest.strip_received(d.data) == original
+    m.wait_log(r"pgp=skipped \(an 8-bit or unsafe part inside a signed or encrypted part\)")
+
+
+def test_fifty_mib_part_reencoded_with_flat_memory(start_msa, tmp_path):  # S-1102, S-1104
+    m, cert = make(start_msa, tmp_path, max_message_size=128 * 1024 * 1024)
+    w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, timeout=300)
+    w.reply()
+    w.expect("EHLO laptop.example", 250)
+    w.expect("AUTH PLAIN " + b64("\0alice\0" + PASSWORD), 235)
+    w.transaction("alice@example.org", "carol@example.net")
+    mime = b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="big"\r\n'
+    opening = b"--big\r\nContent-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    code, growth = msatest.send_large_body(m, w, message(opening, mime))  # declared 8bit: re-encoded
+    assert code == 250
+    assert growth < 32
+    [d] = m.outbox.messages()
+    _, signed, sig, _ = split_signed(d.data)
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n" in signed
+    ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
+    assert ok_sq and ok_gpg, out
+    m.wait_log(r"pgp=signed \(pgp-sha\d+, 1 part re-encoded\)")
