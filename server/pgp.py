@@ -62,16 +62,25 @@ def _argv(config: Any, micalg_path: str, key: str) -> list[str]:
     return [*config.pgp_sop, "sign", f"--micalg-out={micalg_path}", key]
 
 
+class NoSlot(OSError):
+    """No signing slot of the host is free (S-1106)."""
+
+
 class EarlySigner:
     """The SOP signer started when the header block has ended, fed the
     signed part's header at once and the body as the session spools it;
     its poll loop runs in a thread of its own (server/child.py, Growing)."""
 
     def __init__(self, config: Any, qid: str, key: str, part_head: bytes, fd: int, body_offset: int,
-                 affinity: Any) -> None:
-        """OSError when the signer cannot be started."""
+                 affinity: Any, slots: Any = None) -> None:
+        """OSError when the signer cannot be started, NoSlot when none of
+        the host's signing slots is free now (S-1106's bound: the message
+        is then signed at the dot, where a slot is waited for)."""
         from signing import pgpmime
 
+        self.slot = slots.take(None) if slots is not None else None
+        if slots is not None and self.slot is None:
+            raise NoSlot()
         self.part_head = part_head
         self.body_offset = body_offset
         self.micalg_path = _micalg_path(config, qid)
@@ -83,6 +92,7 @@ class EarlySigner:
                                      affinity=affinity)
         except OSError:
             self.growing.close()
+            self._release()
             raise
         self.result: child.Finished | None = None
         self._thread: threading.Thread | None = threading.Thread(target=self._run, name="pgp-sign", daemon=True)
@@ -102,13 +112,20 @@ class EarlySigner:
         self.child.deadline = time.monotonic() + timeout
         self.growing.end(end, tail)
         self._join(timeout + 10)
+        self._release()
         assert self.result is not None
         return self.result
+
+    def _release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
 
     def cancel(self) -> None:
         """Stop it (a wrong guess, a refused or abandoned message); idempotent."""
         self.growing.cancel()
         self._join(10)
+        self._release()
         try:
             os.unlink(self.micalg_path)
         except OSError:
@@ -209,8 +226,21 @@ def step(msg: Any, ctx: Any, key: str, fields: list[tuple[str, bytes]]) -> Any:
             early.cancel()
         micalg_path = _micalg_path(ctx.config, ctx.qid)
         argv = _argv(ctx.config, micalg_path, key)
-        done = child.run(argv, (before, body, after), ctx.config.sendmail_timeout, stdout_limit=SIGNATURE_MAX,
-                         affinity=ctx.affinity)
+        timeout = ctx.config.sendmail_timeout
+        start = time.monotonic()
+        # S-1106: at most one signer per core on the host; the rest wait
+        # within the signer's own time budget, then 451 (never unsigned).
+        slot = ctx.signing.take(start + timeout) if ctx.signing is not None else None
+        if ctx.signing is not None and slot is None:
+            msg.notes.append(f"pgp=failed (no signing slot free within {timeout:g}s)")
+            msg.refused = R.HANDOFF_TEMPFAIL
+            return msg
+        try:
+            done = child.run(argv, (before, body, after), max(0.1, start + timeout - time.monotonic()),
+                             stdout_limit=SIGNATURE_MAX, affinity=ctx.affinity)
+        finally:
+            if slot is not None:
+                slot.release()
     micalg = _read_small(micalg_path)
     if isinstance(done, OSError) or done.status != 0 or done.stdout_overflow or not done.stdout:
         why = (f"cannot run {argv[0]}: {done.strerror or done}" if isinstance(done, OSError)

@@ -363,7 +363,8 @@ class Session:
         head = pgp.early_part_head(fields) if key is not None else None
         if head is not None:
             try:
-                self.signer = pgp.EarlySigner(cfg, qid, key, head, spool.fd, offset, self.server.affinity)
+                self.signer = pgp.EarlySigner(cfg, qid, key, head, spool.fd, offset, self.server.affinity,
+                                              self.server.signing)
             except OSError:
                 return  # signed at the dot, where the failure is reported (451)
             self.signer.spooled(spool.size)

@@ -113,7 +113,8 @@ class MsaProcess:
         return found
 
     def spool_files(self) -> list[str]:
-        return sorted(os.listdir(self.spool)) if self.spool.exists() else []
+        """The spool's message files (its slot-* lock files, server/slots.py, stay)."""
+        return sorted(n for n in os.listdir(self.spool) if not n.startswith("slot-")) if self.spool.exists() else []
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

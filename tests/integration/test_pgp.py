@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -724,3 +725,35 @@ def test_fifty_mib_part_reencoded_with_flat_memory(start_msa, tmp_path):  # S-11
     ok_sq, ok_gpg, out = verify(tmp_path, signed, sig, cert)
     assert ok_sq and ok_gpg, out
     m.wait_log(r"pgp=signed \(pgp-sha\d+, 1 part re-encoded\)")
+
+
+def test_signers_on_a_host_are_bounded_by_its_cores(start_msa, tmp_path):  # S-1106's bound, S-1104
+    # Sessions that stop after their header each want an early signer; at
+    # most one per core runs; the others are signed at the dot, each waiting
+    # for a slot within its time budget, and every message still verifies.
+    from server.slots import cores
+
+    script, starts = _wrapper(tmp_path)
+    m, cert = make(start_msa, tmp_path, pgp_sop=script)
+    sessions = [_open_data(m) for _ in range(cores() + 3)]
+    for w in sessions:
+        w.send(message(b"a body that is still arriving\r\n"))
+
+    def signers() -> int:
+        return sum("sop-wrapper" in c or "sqop" in c for c in m.children())
+
+    assert msatest.wait_until(lambda: signers() == cores())
+    most = 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        most = max(most, signers())
+        time.sleep(0.05)
+    assert most == cores(), most
+    for w in sessions:
+        w.send(b"the end\r\n.\r\n")
+    for w in sessions:
+        assert w.reply()[0] == 250
+        w.close()
+    for d in m.outbox.messages():
+        _, signed, sig, _ = split_signed(d.data)
+        assert verify(tmp_path, signed, sig, cert)[:2] == (True, True)
