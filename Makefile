@@ -83,7 +83,7 @@ bench: $(VENV)/.ready
 # -- the single-file build (DESIGN.md "Build and deploy") -------------------------------------
 dist: msa.pyz
 
-PACKAGES := smtp_states sasl headers signing server admin
+PACKAGES := smtp_states sasl headers signing util state directory delivery server admin
 
 msa.pyz: Makefile msa.py $(foreach p,$(PACKAGES),$(wildcard $(p)/*.py))
 	rm -rf build && mkdir -p build

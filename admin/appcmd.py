@@ -20,9 +20,9 @@ import sys
 from typing import Any, TextIO
 
 from sasl import UserDBError, apppass
-from server.files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
+from util.files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
 
-from . import config_option, usercmd
+from . import config_option, edit
 
 
 def build_parser(app_parser: argparse.ArgumentParser) -> None:
@@ -46,25 +46,25 @@ def _read(path: str) -> str:
     except FileMissing:
         return ""
     except FileProblem as error:
-        raise usercmd._Fail(1, str(error)) from None
+        raise edit.Fail(1, str(error)) from None
     except apppass.AppPasswordError as error:
-        raise usercmd._Fail(1, *error.problems) from None
+        raise edit.Fail(1, *error.problems) from None
 
 
 def _edit(path: str, change: Any) -> None:
     """``change`` applied to the file's text under the lock, atomically."""
     real = os.path.realpath(path)
-    lock_fd = usercmd._lock(real)
+    lock_fd = edit.lock(real)
     try:
         text = _read(real)
         try:
             new_text = change(text)
         except (apppass.AppPasswordError, UserDBError) as error:
-            raise usercmd._Fail(1, *error.problems) from None
+            raise edit.Fail(1, *error.problems) from None
         try:
-            usercmd._write(real, new_text.encode("utf-8"))
+            edit.write(real, new_text.encode("utf-8"))
         except OSError as error:
-            raise usercmd._Fail(1, f"{path}: cannot write: {error.strerror or error}") from None
+            raise edit.Fail(1, f"{path}: cannot write: {error.strerror or error}") from None
     finally:
         os.close(lock_fd)
 
@@ -76,7 +76,7 @@ def revoke_user(path: str, user: str) -> int:
     try:
         count = len(apppass.parse(_read(path), path).for_user(user))
     except apppass.AppPasswordError as error:
-        raise usercmd._Fail(1, *error.problems) from None
+        raise edit.Fail(1, *error.problems) from None
     if count:
         _edit(path, lambda text: apppass.delete_user(text, user, path=path))
     return count
@@ -85,7 +85,7 @@ def revoke_user(path: str, user: str) -> int:
 def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
         _COMMANDS[args.app_command](args, cfg, out, err)
-    except usercmd._Fail as failure:
+    except edit.Fail as failure:
         for message in failure.messages:
             print(message, file=err)
         return failure.code
@@ -93,20 +93,20 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
 
 
 def _user(cfg: Any, name: str) -> Any:
-    users = usercmd._database(cfg.users, missing_ok=False)
+    users = edit.database(cfg.users, missing_ok=False)
     user = users.get(name)
     if user is None:
-        raise usercmd._Fail(1, f"{cfg.users}: no user {name}")
+        raise edit.Fail(1, f"{cfg.users}: no user {name}")
     return user
 
 
 def _add(args: argparse.Namespace, cfg: Any, out: TextIO, err: TextIO) -> None:
     user = _user(cfg, args.user)
     if why := apppass.label_problem(args.label):
-        raise usercmd._Fail(1, f"msa.py app add: bad label: {why}")
+        raise edit.Fail(1, f"msa.py app add: bad label: {why}")
     problems = [why for sender in args.sender if (why := apppass.narrowing_problem(sender, user.senders))]
     if problems:
-        raise usercmd._Fail(1, *(f"msa.py app add: {why}" for why in problems))
+        raise edit.Fail(1, *(f"msa.py app add: {why}" for why in problems))
     shown: list[str] = []
     path = cfg.app_passwords
 
@@ -134,7 +134,7 @@ def _list(args: argparse.Namespace, cfg: Any, out: TextIO, err: TextIO) -> None:
     try:
         apps = apppass.parse(_read(path), path)
     except apppass.AppPasswordError as error:
-        raise usercmd._Fail(1, *error.problems) from None
+        raise edit.Fail(1, *error.problems) from None
     entries = apps.for_user(args.user) if args.user else tuple(apps)
     for entry in entries:
         created = entry.created.strftime("%Y-%m-%d %H:%M:%SZ")
@@ -145,7 +145,7 @@ def _list(args: argparse.Namespace, cfg: Any, out: TextIO, err: TextIO) -> None:
 def _delete(args: argparse.Namespace, cfg: Any, out: TextIO, err: TextIO) -> None:
     path = cfg.app_passwords
     if not os.path.exists(path):
-        raise usercmd._Fail(1, f"{path}: no such file: no app passwords")
+        raise edit.Fail(1, f"{path}: no such file: no app passwords")
     _edit(path, lambda text: apppass.delete(text, args.user, args.label, path=path))
     print(f"revoked app password {args.label} of {args.user.lower()}", file=out)
 

@@ -11,7 +11,8 @@ import subprocess
 from typing import TextIO
 
 from server import config as config_mod
-from server import runtime, spool
+from delivery import spool
+from server import runtime
 
 
 def run(path: str, out: TextIO) -> int:
@@ -127,7 +128,7 @@ def _check_state(cfg: config_mod.Config, problems: list[str], warnings: list[str
     check fails naming it; its files are private (0600, never a symbolic
     link), so one readable by others is a warning. Nothing is created
     here: files check made as root would not be writable by run_as."""
-    from server.state import FILENAME, FILES, SECRET_FILENAME
+    from state.sqlite import FILENAME, FILES, SECRET_FILENAME
 
     where = f"{cfg.where('state_dir')}: state_dir"
     directory = cfg.state_dir
@@ -179,8 +180,7 @@ _ADDED_HEADER = 64 * 1024
 
 def _check_dkim(cfg: config_mod.Config, problems: list[str], warnings: list[str], notes: list[str]) -> None:
     """S-1103: every key file loads and can sign; which domains sign."""
-    from server import dkim_keys
-
+    from delivery import dkim_keys
     assert cfg.dkim_keys is not None
     where = f"{cfg.where('dkim_keys')}: dkim_keys"
     if not os.path.isdir(cfg.dkim_keys):
@@ -213,7 +213,8 @@ def _check_pgp(cfg: config_mod.Config, db: object, problems: list[str], warnings
     SOP command can sign with; its user IDs against the user's senders."""
     from signing import openpgp
 
-    from server import child, files
+    from delivery import child
+    from util import files
 
     assert cfg.pgp_keys is not None
     where = f"{cfg.where('pgp_keys')}: pgp_keys"
@@ -272,7 +273,7 @@ def _check_smtp_handoff(cfg: config_mod.Config, problems: list[str], warnings: l
     """S-810: connect, read the EHLO reply, say what the MTA lacks; no mail."""
     import ipaddress
 
-    from server.smtp_relay import SmtpHandoff
+    from delivery.smtp import SmtpHandoff
 
     where = f"{cfg.where('handoff')}: handoff"
     relay = cfg.handoff

@@ -51,8 +51,7 @@ def _a_label(domain: str) -> str | None:
 
 
 def run(args: argparse.Namespace, directory: str | None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from server import dkim_keys
-
+    from delivery import dkim_keys
     if directory is None:
         print(f"{args.config}: dkim_keys is not set: add `dkim_keys = /etc/msa/dkim` to [msa]", file=err)
         return 1
@@ -68,7 +67,7 @@ def _keygen(args: argparse.Namespace, directory: str, out: TextIO, err: TextIO) 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-    from server import dkim_keys
+    from delivery import dkim_keys
     from signing import key_from_private
 
     domain = _a_label(args.domain)
@@ -110,8 +109,7 @@ def _keygen(args: argparse.Namespace, directory: str, out: TextIO, err: TextIO) 
 
 
 def _dns(args: argparse.Namespace, directory: str, out: TextIO, err: TextIO) -> int:
-    from server import dkim_keys
-
+    from delivery import dkim_keys
     keys, problems = dkim_keys.load(directory)
     wanted = {d for d in (_a_label(x) for x in args.domains) if d} if args.domains else None
     for p in problems:

@@ -41,7 +41,7 @@ def _shown(limit: Any) -> str:
 
 
 def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from server.state import FILENAME, Store
+    from state.sqlite import FILENAME, SqliteStore
 
     parsed = _words(args)
     if isinstance(parsed, str):
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
             return 0
         print(f"{path}: no state store yet: nothing was sent through msa with limits on", file=err)
         return 0
-    store = Store(cfg.state_dir)
+    store = SqliteStore(cfg.state_dir)
     try:
         if reset:
             assert name is not None

@@ -31,8 +31,7 @@ def build_parser(pgp_parser: argparse.ArgumentParser) -> None:
 
 
 def _sop(cfg: Any, args: list[str], stdin: bytes = b"") -> tuple[bytes, str | None]:
-    from server import child
-
+    from delivery import child
     argv = [*cfg.pgp_sop, *args]
     done = child.run(argv, (stdin,), SOP_WAIT, stdout_limit=1024 * 1024)
     if isinstance(done, OSError):
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
     if cfg.pgp_keys is None:
         print(f"{args.config}: pgp_keys is not set: add `pgp_keys = /etc/msa/pgp` to [msa]", file=err)
         return 1
-    from server.pgp import key_path
+    from delivery.pgp import key_path
 
     path = key_path(cfg.pgp_keys, args.user)
     if path is None:
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
         return 1
     if args.pgp_command == "export":
         try:
-            from server import files
-
+            from util import files
             key = files.read_regular(path, files.TLS_MAX_OCTETS)
         except Exception as e:  # noqa: BLE001 - FileProblem and its kind, reported as PATH: why
             print(str(e), file=err)

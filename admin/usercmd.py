@@ -3,7 +3,7 @@
 This module owns the ``user`` subcommands (add, passwd, senders, del, list,
 import): reading passwords (twice with getpass on a terminal, or one line
 with ``--password-stdin``), and atomic edits: an exclusive ``flock`` on
-``PATH.lock`` (waited for up to ``LOCK_WAIT_SECONDS``, then exit 75), read,
+``PATH.lock`` (waited for up to ``edit.LOCK_WAIT_SECONDS``, then exit 75), read,
 edit the text with ``sasl.userdb``'s functions, which keep comments and
 line order, write a temporary file in the same directory (mode 0600, or
 0640 when the old file was group-readable and its group can be kept,
@@ -16,46 +16,28 @@ broken database (``PATH:LINE: why`` on stderr), 75 the database is locked.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import getpass
 import os
 import re
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from sasl import (
-    User, UserDB, UserDBError, add_users, check_sender, decode, delete_user, hash_password, name_problem,
+    User, UserDB, UserDBError, add_users, check_sender, delete_user, hash_password, name_problem,
     nondefault_params, parse, replace_user,
 )  # fmt: skip
 from sasl import scram
 from sasl.limits import MAX_PASSWORD_OCTETS, SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS
 from sasl.md5state import cram_md5_credential
-from sasl.verify import argon2_problem
+from sasl.phc import argon2_problem
 
-from server.files import USERS_MAX_OCTETS, FileMissing, FileProblem, read_regular
+from .edit import Fail as _Fail, database as _database, lock as _lock, read_users as _read, write as _write
 
-__all__ = ["LOCK_WAIT_SECONDS", "build_parser", "run"]
+__all__ = ["build_parser", "run"]
 
-#: How long an edit waits for another ``msa.py user`` to finish (then 75).
-LOCK_WAIT_SECONDS = 10.0
-_LOCK_POLL_SECONDS = 0.05
-
-EX_TEMPFAIL = 75  # sysexits.h: try again later
 _SENDER_HELP = "permitted sender: user@domain (and user+tag@domain) or @domain; repeatable"
-
-
-class _Fail(Exception):
-    """Ends a command: messages for stderr and the exit status."""
-
-    def __init__(self, code: int, *messages: str) -> None:
-        super().__init__(*messages)
-        self.code = code
-        self.messages = messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,27 +123,6 @@ def run(
     return 0
 
 
-def _read(path: str, *, missing_ok: bool) -> str:
-    """The text of ``path``, read with the daemon's bound (server/files.py)."""
-    try:
-        return decode(read_regular(path, USERS_MAX_OCTETS), path)
-    except FileMissing:
-        if missing_ok:
-            return ""
-        raise _Fail(1, f"{path}: no such file") from None
-    except FileProblem as error:
-        raise _Fail(1, str(error)) from None
-    except UserDBError as error:
-        raise _Fail(1, *error.problems) from None
-
-
-def _database(path: str, *, missing_ok: bool = True) -> UserDB:
-    try:
-        return parse(_read(path, missing_ok=missing_ok), path)
-    except UserDBError as error:
-        raise _Fail(1, *error.problems) from None
-
-
 def _name(raw: str) -> str:
     why = name_problem(raw) or name_problem(raw.lower())
     if why:
@@ -205,53 +166,6 @@ def _password(args: argparse.Namespace, name: str, streams: _Streams) -> bytes:
 
 
 # --- atomic edits -------------------------------------------------------------
-
-
-def _lock(path: str) -> int:
-    """An open descriptor holding an exclusive flock on ``path + '.lock'``."""
-    lock_path = path + ".lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as error:
-        raise _Fail(1, f"{lock_path}: cannot open the lock file: {error.strerror or error}") from None
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise _Fail(EX_TEMPFAIL, f"{path}: users.db is locked by another 'msa.py user'") from None
-            time.sleep(_LOCK_POLL_SECONDS)
-
-
-def _write(real: str, data: bytes) -> None:
-    """Replace ``real`` by ``data``: temporary file, fsync, rename (S-1012)."""
-    directory = os.path.dirname(real) or "."
-    old = os.stat(real) if os.path.exists(real) else None
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=directory)
-    try:
-        mode = 0o600  # mkstemp's mode; 0640 only if the old group can be kept
-        if old is not None and old.st_mode & 0o040:
-            with contextlib.suppress(OSError):
-                os.fchown(fd, old.st_uid, old.st_gid)
-                mode = 0o640
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, real)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory_fd)  # the rename itself survives a crash
-    finally:
-        os.close(directory_fd)
 
 
 def _edit(path: str, change: Callable[[str], str], *, create: bool = False) -> None:

@@ -1008,7 +1008,7 @@ class Bench:
         (kept, kept_cpu), (fresh, fresh_cpu) = reuse
         self.rows.append(Row("10", "hand-off alone, kept connection (S-808)", kept, "msg/s",
                              "a new connection per message", fresh, "", note=(
-                                 f"information: server/smtp_relay.py's deliver() in this process, one thread, "
+                                 f"information: delivery/smtp.py's deliver() in this process, one thread, "
                                  f"4 KiB into smtp-sink; CPU per message {1000 * kept_cpu:.2f} ms kept, "
                                  f"{1000 * fresh_cpu:.2f} ms new (connect, greeting, EHLO, QUIT)")))
 
@@ -1016,8 +1016,8 @@ class Bench:
         """msgs/s and CPU s per message of the SMTP hand-off by itself, with
         its connection kept and with a new one per message (MAX_POOLED 0)."""
         sys.path.insert(0, str(ROOT))
-        from server import smtp_relay
-        from server.handoff import FileRange, Outbound
+        from delivery import smtp as smtp_relay
+        from delivery.handoff import FileRange, Outbound
         from smtp_states import Envelope
 
         path = self.tmp / "handoff-alone.msg"

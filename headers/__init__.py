@@ -14,7 +14,7 @@ file or process. Client faults come back as values (``HeaderTooLarge``,
 
 from .fix import FixContext, fix
 from .limits import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_LINE
-from .parse import Field, HeaderBlock, HeaderReader, HeaderTooLarge
+from .parse import Field, HeaderBlock, HeaderReader, HeaderTooLarge, fields_of, unfolded
 from .received import received_field
 from .senders import SenderProblem, check_senders, parse_addresses
 
@@ -29,7 +29,9 @@ __all__ = [
     "HeaderTooLarge",
     "SenderProblem",
     "check_senders",
+    "fields_of",
     "fix",
     "parse_addresses",
     "received_field",
+    "unfolded",
 ]

@@ -13,34 +13,15 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 
+from .context import FixContext
 from .limits import MAX_DOMAIN, MAX_LINE, MIN_MESSAGE_ID_RANDOM
 from .parse import HeaderBlock
 from .received import HOST_TABLE, ID_TABLE, received_field, restrict, rfc5322_date
 from .senders import SenderProblem, parse_addresses
 
 __all__ = ["FixContext", "fix", "valid_msg_id"]
-
-
-@dataclass(frozen=True, slots=True)
-class FixContext:
-    """What fix() needs to know about the transaction."""
-
-    hostname: str  # msa's host name (config)
-    queue_id: str
-    helo: str | None  # as the client sent it; anything, or None
-    esmtp: bool  # EHLO (True) or HELO (False)
-    client_ip: str  # "192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1" or "unknown"
-    tls: str | None  # e.g. "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"
-    authenticated: bool
-    smtputf8: bool
-    sender: str  # envelope sender without brackets, "" for the null sender
-    recipients: tuple[str, ...]
-    received_client: bool
-    now: datetime  # timezone-aware, local time
-    random: bytes  # ≥ 8 random octets for the Message-ID
 
 
 # S-704: dropped with their continuation lines. Bcc: would reveal the blind

@@ -21,7 +21,7 @@ from dataclasses import field as dataclass_field
 
 from .limits import MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_NAME_SCAN
 
-__all__ = ["Field", "HeaderBlock", "HeaderTooLarge", "HeaderReader"]
+__all__ = ["Field", "HeaderBlock", "HeaderTooLarge", "HeaderReader", "fields_of", "unfolded"]
 
 # RFC 5322 §2.2 / §3.6.8: field-name = 1*ftext, ftext = %d33-57 / %d59-126
 # (printable US-ASCII except ":"). obs-optional (§4.5.3) allows WSP before
@@ -296,3 +296,18 @@ class HeaderReader:
                 self._end_block(start, start, separator=False)
                 return
         self._end_block(end, end, separator=False)
+
+
+def fields_of(header: bytes) -> list[tuple[str, bytes]]:
+    """(name, raw) of each field of a header block msa made itself (CRLF
+    throughout, within the limits): what the signing steps work on."""
+    reader = HeaderReader()
+    reader.feed(header)
+    block = reader.finish()
+    assert not isinstance(block, HeaderTooLarge)  # msa's own output is bounded
+    return [(f.name, f.raw) for f in block.fields]
+
+
+def unfolded(name: str, raw: bytes) -> bytes:
+    """A field's unfolded value (RFC 5322 §2.2.3), as the address parser takes it."""
+    return Field(name, raw).value()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .limits import MAX_DOMAIN, MAX_HELO_SHOWN, MAX_LINE, MAX_TLS_SHOWN
 
 if TYPE_CHECKING:
-    from .fix import FixContext
+    from .context import FixContext
 
 __all__ = ["received_field", "rfc5322_date", "restrict", "with_protocol"]
 

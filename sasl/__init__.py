@@ -123,7 +123,8 @@ from .userdb import (  # noqa: E402
     parse_bytes,
     replace_user,
 )
-from .verify import AuthResult, hash_password, nondefault_params, verify, warm_up  # noqa: E402
+from .phc import hash_password, nondefault_params  # noqa: E402
+from .verify import AuthResult, verify, warm_up  # noqa: E402
 
 
 def new_mechanism(

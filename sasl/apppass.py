@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 from .limits import MAX_PASSWORD_OCTETS
 from .names import name_problem
-from .userdb import User, UserDB, _address_key, _split_senders, check_sender
+from .userdb import User, UserDB, address_key, split_senders, check_sender
 
 __all__ = [
     "AppPassword", "AppPasswordError", "AppPasswords", "add", "decode", "delete", "delete_user",
@@ -184,11 +184,11 @@ def narrowing_problem(sender: str, user_senders: tuple[str, ...]) -> str | None:
         return f"bad sender {sender!r}: {why}"
     if not user_senders:
         return "the user has no permitted senders to narrow"
-    key = _address_key(sender)
+    key = address_key(sender)
     if key is not None and key[0]:
         inside = _rules(user_senders).may_send_as("u", sender)
     else:
-        inside = key is not None and any(_address_key(allowed) == key for allowed in user_senders)
+        inside = key is not None and any(address_key(allowed) == key for allowed in user_senders)
     return None if inside else f"sender {sender} is not one of the user's senders or inside one"
 
 
@@ -224,8 +224,8 @@ def _created(text: str) -> datetime | str:
 
 def _senders(text: str) -> list[str] | str:
     """SENDERS split as users.db splits them, or why not (a ':' is a field too many).
-    ``_split_senders`` gives the list, or ``(list, text after a ':' or None)``, or why not."""
-    split = _split_senders(text)
+    ``split_senders`` gives the list, or ``(list, text after a ':' or None)``, or why not."""
+    split = split_senders(text)
     items = split[0] if isinstance(split, tuple) and split[1] is None else split
     if isinstance(items, tuple) or (isinstance(items, str) and "':'" in items):
         return f"too many ':'-separated fields (expected {_FIELDS})"

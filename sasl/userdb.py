@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from . import limits
 from .names import name_problem
 from .scram import parse_credential
-from .verify import argon2_problem, nondefault_params
+from .phc import argon2_problem, nondefault_params
 
 __all__ = [
     "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user",
@@ -119,7 +119,7 @@ def _domain_key(domain: str) -> str | None:
     return domain
 
 
-def _address_key(address: str) -> tuple[str, str] | None:
+def address_key(address: str) -> tuple[str, str] | None:
     """``(local, domain)`` comparison forms; local is "" for ``@domain``."""
     local, at, domain = address.rpartition("@")
     if not at:
@@ -149,7 +149,7 @@ def check_sender(address: str) -> str | None:
     return None
 
 
-def _split_senders(text: str) -> list[str] | str:
+def split_senders(text: str) -> list[str] | str:
     """Comma-separated senders (commas in quotes or literals kept), or why not."""
     items: list[str] = []
     current: list[str] = []
@@ -195,7 +195,7 @@ class UserDB:
         self._by_name = {user.name.lower(): user for user in self._users}
         self._rules: dict[str, tuple[frozenset[tuple[str, str]], frozenset[str]]] = {}
         for user in self._users:
-            keys = [key for key in map(_address_key, user.senders) if key is not None]
+            keys = [key for key in map(address_key, user.senders) if key is not None]
             self._rules[user.name.lower()] = (
                 frozenset(key for key in keys if key[0]),
                 frozenset(domain for local, domain in keys if not local),
@@ -229,7 +229,7 @@ class UserDB:
     def may_send_as(self, user: str, address: str) -> bool:
         """S-603: whether ``user`` may use ``address`` (not ``<>``: the caller's)."""
         rules = self._rules.get(user.lower())
-        key = _address_key(address)
+        key = address_key(address)
         if rules is None or key is None or not key[0]:
             return False
         exact, domains = rules
@@ -258,7 +258,7 @@ def _parse_line(line: str) -> User | str:
     # a '"' or ']', and an '@', follow it). Base64 has none of '@"]'.
     head, colon, tail = senders_text.rpartition(":")
     scram = tail.strip(" \t") if colon and not set(tail) & set('@"]') else None
-    senders = _split_senders(senders_text if scram is None else head)
+    senders = split_senders(senders_text if scram is None else head)
     if isinstance(senders, str):
         return senders
     if scram and isinstance(why := parse_credential(scram), str):
@@ -315,7 +315,7 @@ def decode(data: bytes, path: str) -> str:
 
 def parse_bytes(data: bytes, path: str) -> UserDB:
     """The database in ``data``, the content of ``path`` as the shell read it
-    (``server/files.py``, which bounds the read and refuses FIFOs and
+    (``util/files.py``, which bounds the read and refuses FIFOs and
     devices); UserDBError lists every problem as ``PATH:LINE: why``."""
     return parse(decode(data, path), path)
 

@@ -18,29 +18,23 @@ Imports: the standard library and argon2-cffi (lazily, so that importing
 
 from __future__ import annotations
 
-import base64
 import functools
 import hmac
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import limits
 from .md5state import cram_md5_credential, cram_md5_digest
+from .phc import argon2_params, argon2_problem, hash_password, hasher  # noqa: F401  (argon2_problem: sasl's API)
 from .scram import ScramCredential, fake_credential, parse_credential, password_matches, verify_proof
 
 if TYPE_CHECKING:
-    from argon2 import PasswordHasher
-
     from . import Credentials
     from .userdb import User, UserDB
 
-__all__ = [
-    "AuthResult", "argon2_params", "argon2_problem", "hash_password", "nondefault_params", "verify",
-    "warm_up",
-]  # fmt: skip
+__all__ = ["AuthResult", "verify", "warm_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +57,6 @@ class AuthResult:
 
 
 @functools.lru_cache(maxsize=1)
-def _hasher() -> PasswordHasher:
-    from argon2 import PasswordHasher
-
-    return PasswordHasher()  # argon2-cffi defaults: RFC 9106 §4 second profile
-
-
-@functools.lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     """An argon2id hash with the default parameters, of a random password.
 
@@ -78,10 +65,10 @@ def _dummy_hash() -> str:
     argon2 hash per session; it is used while its parameters are the
     library's defaults, otherwise one is made once.
     """
-    hasher = _hasher()
-    if argon2_params(_STORED_DUMMY) == (hasher.memory_cost, hasher.time_cost, hasher.parallelism):
+    h = hasher()
+    if argon2_params(_STORED_DUMMY) == (h.memory_cost, h.time_cost, h.parallelism):
         return _STORED_DUMMY
-    return hasher.hash(os.urandom(32))
+    return h.hash(os.urandom(32))
 
 
 _STORED_DUMMY = "$argon2id$v=19$m=65536,t=3,p=4$GZiwBTOHFuLVxssW0IFyxA$mbxHaXTOj1oivAXD93eNXTkUTIYhgq67O0W99p/dl40"
@@ -113,89 +100,14 @@ def warm_up() -> None:
     _dummy_scram_secret()
 
 
-# --- argon2id PHC strings in users.db (S-1013, RFC 9106 §3.1) ---------------
-
-_PARAMS = re.compile(r"m=(0|[1-9][0-9]{0,9}),t=(0|[1-9][0-9]{0,9}),p=(0|[1-9][0-9]{0,9})")
-_B64 = re.compile(r"[A-Za-z0-9+/]+")
-
-
-def _b64_octets(text: str) -> int | None:
-    """Decoded length of unpadded standard base64 (as PHC strings use), or None."""
-    if not _B64.fullmatch(text) or len(text) % 4 == 1:
-        return None
-    return len(base64.b64decode(text + "=" * (-len(text) % 4)))
-
-
-def argon2_problem(phc: str) -> str | None:
-    """Why ``phc`` is not an acceptable argon2id hash, or None."""
-    if phc.startswith("{"):
-        return "remove the Dovecot scheme prefix (such as {ARGON2ID}) or use 'msa.py user import'"
-    parts = phc.split("$")
-    if len(parts) < 2 or parts[0] != "":
-        return "not a PHC string ($argon2id$v=19$m=...,t=...,p=...$SALT$HASH)"
-    if parts[1] != "argon2id":
-        return f"scheme {parts[1][:20]!r} is not argon2id"
-    if len(parts) != 6:
-        return "expected $argon2id$v=19$m=...,t=...,p=...$SALT$HASH"
-    if parts[2] != "v=19":
-        return "unsupported version (expected v=19)"
-    match = _PARAMS.fullmatch(parts[3])
-    if match is None:
-        return "malformed parameters (expected m=KIB,t=N,p=N)"
-    memory, time_cost, lanes = (int(group) for group in match.groups())
-    if memory > limits.ARGON2_MAX_MEMORY_KIB:
-        return f"memory cost {memory} KiB exceeds {limits.ARGON2_MAX_MEMORY_KIB}"
-    if time_cost > limits.ARGON2_MAX_TIME_COST:
-        return f"time cost {time_cost} exceeds {limits.ARGON2_MAX_TIME_COST}"
-    if lanes > limits.ARGON2_MAX_PARALLELISM:
-        return f"parallelism {lanes} exceeds {limits.ARGON2_MAX_PARALLELISM}"
-    if time_cost < 1 or lanes < 1:
-        return "time cost and parallelism must be at least 1"
-    if memory < limits.ARGON2_MIN_MEMORY_KIB_PER_LANE * lanes:
-        return f"memory cost {memory} KiB is below 8 KiB per lane"
-    salt = _b64_octets(parts[4])
-    if salt is None or not limits.ARGON2_MIN_SALT_OCTETS <= salt <= limits.ARGON2_MAX_SALT_OCTETS:
-        return "salt is not base64 of 8 to 1024 octets"
-    tag = _b64_octets(parts[5])
-    if tag is None or not limits.ARGON2_MIN_HASH_OCTETS <= tag <= limits.ARGON2_MAX_HASH_OCTETS:
-        return "hash is not base64 of 4 to 1024 octets"
-    return None
-
-
-def argon2_params(phc: str) -> tuple[int, int, int]:
-    """``(memory KiB, time cost, parallelism)`` of a hash that passed the check."""
-    parts = phc.split("$")
-    match = _PARAMS.fullmatch(parts[3]) if len(parts) == 6 else None
-    if match is None:
-        raise ValueError("not an argon2id PHC string")
-    memory, time_cost, lanes = (int(group) for group in match.groups())
-    return memory, time_cost, lanes
-
-
-def nondefault_params(db: UserDB) -> list[str]:
-    """Users whose hash parameters differ from argon2-cffi's defaults (S-510).
-
-    A user without an argon2id hash (SCRAM only, S-514) has no parameters
-    and is not listed.
-    """
-    hasher = _hasher()
-    defaults = (hasher.memory_cost, hasher.time_cost, hasher.parallelism)
-    return [user.name for user in db if user.argon2 and argon2_params(user.argon2) != defaults]
-
-
 # --- checks --------------------------------------------------------------------
-
-
-def hash_password(password: bytes) -> str:
-    """An argon2id PHC string with argon2-cffi's default parameters."""
-    return _hasher().hash(password)
 
 
 def _password_matches(phc: str, password: bytes) -> bool:
     from argon2.exceptions import Argon2Error
 
     try:
-        return _hasher().verify(phc, password)
+        return hasher().verify(phc, password)
     except (Argon2Error, ValueError):
         # VerifyMismatchError and VerificationError (Argon2Error), InvalidHash
         # (a ValueError, as is a hash that is not ASCII): all just a "no".

@@ -3,7 +3,7 @@
 Order (DESIGN.md): the per-IP delay first (it never holds an argon2 slot,
 S-511), then the verified-credential cache (S-512), then a bounded wait
 for an argon2 slot (30 s, else 454 4.7.0, S-503), then `sasl.verify`.
-Login failures live in the state store (server/state.py), so the delay
+Login failures live in the state store (state/sqlite.py), so the delay
 holds across restarts and inetd processes; the cache is a pure object from
 sasl/ and this module holds its lock.
 """
@@ -138,6 +138,19 @@ class Authenticator:
         user = runtime.users.get(creds.username)
         return runtime.apps.find(user.name, creds.password) if user is not None else None
 
+    def _password_check(self, creds: Any) -> AuthResult:
+        """PLAIN and LOGIN: the directories in S-1301's order (directory/)."""
+        from directory import Client
+
+        verdict = None
+        for directory in self.server.runtime.directories:
+            verdict = directory.authenticate(creds.username, creds.password, Client())
+            if verdict.known or verdict.temporary:
+                break
+        if verdict is None or not verdict.known:
+            return AuthResult(False, None, temporary=bool(verdict and verdict.temporary))
+        return AuthResult(verdict.ok, verdict.user, temporary=verdict.temporary)
+
     def _verify(self, creds: Any) -> AuthResult:
         users = self.server.runtime.users
         user = users.get(creds.username)
@@ -152,7 +165,7 @@ class Authenticator:
             return AuthResult(False, user.name if user else None, temporary=True)
         try:
             with self.server.affinity.wide():  # argon2's lanes may use every core
-                result = sasl.verify(users, creds)
+                result = self._password_check(creds) if creds.password is not None else sasl.verify(users, creds)
         finally:
             self.server.argon2_slots.release()
         if result.ok and user is not None and creds.password is not None:

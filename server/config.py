@@ -18,7 +18,7 @@ import socket
 import unicodedata
 from dataclasses import dataclass, field
 
-from . import files
+from util import files
 
 DEFAULT_PATH = "/etc/msa/msa.conf"
 
@@ -59,7 +59,7 @@ class Limit:
 
 
 #: S-1201 periods: a number and a unit; at most a week, which is what the
-#: state store keeps (server/state.py MAX_WINDOW).
+#: state store keeps (state/sqlite.py MAX_WINDOW).
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LIMIT = re.compile(r"(?P<count>\d{1,9})\s*/\s*(?P<n>\d{1,6})(?P<unit>[smhd])\Z")
 MAX_LIMIT_PERIOD = 7 * 86400

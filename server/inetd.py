@@ -15,7 +15,9 @@ import socket
 import stat
 import sys
 
-from . import maillog, spool
+from delivery import spool
+
+from . import maillog
 from .auth import Authenticator
 from .config import Config
 from .runtime import Server, StartupError, build_runtime

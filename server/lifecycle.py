@@ -16,7 +16,9 @@ import time
 
 import sasl
 
-from . import maillog, spool
+from delivery import spool
+
+from . import maillog
 from .auth import Authenticator
 from .config import Config, Listen
 from .listener import Listener
@@ -43,14 +45,6 @@ def reload(server: Server) -> bool:
     apps = f", {len(new.apps)} app passwords" if new.apps else ""
     maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users{apps}")
     return True
-
-
-def _users_stamp(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _systemd_sockets() -> list[tuple[socket.socket, str]]:
@@ -117,7 +111,7 @@ def drop_privileges(user: str, spool_dir: str, state_dir: str | None = None) -> 
     try:
         os.chown(spool_dir, pw.pw_uid, pw.pw_gid)
         if state_dir is not None and os.path.isdir(state_dir):
-            from .state import FILES, SECRET_FILENAME
+            from state.sqlite import FILES, SECRET_FILENAME
 
             os.chown(state_dir, pw.pw_uid, pw.pw_gid)
             for name in (*FILES, SECRET_FILENAME):
@@ -136,7 +130,9 @@ def _preload() -> None:
     without them): after run_as, the library may not be readable."""
     import headers  # noqa: F401
 
-    from . import delivery, handoff, smtp_relay  # noqa: F401
+    import delivery.handoff  # noqa: F401
+    import delivery.sendmail  # noqa: F401
+    import delivery.smtp  # noqa: F401
 
     try:
         import idna  # noqa: F401  (S-603, used by sasl.userdb)
@@ -194,7 +190,7 @@ def serve(cfg: Config) -> int:
                 print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
             return 1
 
-    from .state import load_secret, open_problem
+    from state.sqlite import load_secret, open_problem
 
     if problem := open_problem(cfg.state_dir):  # as the user that will write it
         maillog.warning(f"{cfg.where('state_dir')}: state store: {problem}; sending limits are not applied "
@@ -235,14 +231,13 @@ def serve(cfg: Config) -> int:
                  + (", session threads on one CPU" if pinned else ""))
     _notify("READY=1")
 
-    watched = [cfg.users] + ([cfg.app_passwords] if cfg.app_passwords else [])
-    stamp = [_users_stamp(path) for path in watched]
+    from directory.usersfile import Watch
+
+    watch = Watch([cfg.users, cfg.app_passwords])
     while not stop.is_set():
         stop.wait(WATCH_INTERVAL)
-        new_stamp = [_users_stamp(path) for path in watched]
-        if hup.is_set() or new_stamp != stamp:
+        if watch.changed() | hup.is_set():  # both looked at: a change seen now is not seen again
             hup.clear()
-            stamp = new_stamp
             _notify("RELOADING=1")
             reload(server)
             _notify("READY=1")

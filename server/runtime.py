@@ -21,7 +21,9 @@ import sasl
 from sasl.throttle import client_key as ip_key
 from smtp_states import Settings
 
-from . import files, maillog, tls
+from util import files
+
+from . import maillog, tls
 from .affinity import CpuAffinity
 from .config import Config
 
@@ -31,8 +33,15 @@ class Runtime:
     config: Config
     ssl_context: ssl.SSLContext | None
     users: Any  # sasl.UserDB (empty when the file is missing)
-    dkim: Any = None  # server.dkim_keys.KeySet when dkim_keys is set
+    dkim: Any = None  # delivery.dkim_keys.KeySet when dkim_keys is set
     apps: Any = None  # sasl.apppass.AppPasswords (empty when the file is missing)
+
+    @property
+    def directories(self) -> tuple[Any, ...]:
+        """The directories in S-1301's order (directory/): users.db first."""
+        from directory.usersfile import UsersFile
+
+        return (UsersFile(self.users),)
 
     def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
         c = self.config
@@ -151,46 +160,56 @@ class Server:
         self.random = RandomPool()  # ids and Message-IDs
         # S-1106: Hashcash minters and PGP signers, each at most one per core
         # on the host, whatever process starts them (server/slots.py).
-        from .slots import HostSlots, cores
+        from delivery.slots import HostSlots, cores
 
         self.minting = HostSlots(cfg.spool, "hashcash", cores())
         self.signing = HostSlots(cfg.spool, "pgp", cores())
 
     @property
     def handoff(self) -> Any:
-        """The hand-off `handoff` names (server/handoff.py), made when the
-        first message needs it: inetd mode greets before importing it."""
+        """The hand-off `handoff` names (delivery/), made when the first
+        message needs it: inetd mode greets before importing it."""
         if self._handoff is None:
-            from . import handoff
+            from delivery import make_handoff
 
             with self._lock:
                 if self._handoff is None:
-                    self._handoff = handoff.make(self._runtime.config, self.affinity)
+                    self._handoff = make_handoff(self._runtime.config, self.affinity)
         return self._handoff
 
     @property
     def state(self) -> Any:
-        """The state store (server/state.py), made when first needed: an
-        inetd session that never authenticates does not import sqlite3."""
+        """The state store (state/), made when first needed: an inetd
+        session that never authenticates does not import sqlite3."""
         if self._state is None:
-            from .state import Store
+            from state.sqlite import SqliteStore
 
             with self._lock:
                 if self._state is None:
-                    self._state = Store(self._runtime.config.state_dir)
+                    self._state = SqliteStore(self._runtime.config.state_dir)
         return self._state
 
     @property
     def limits(self) -> Any:
-        """The sending limits (server/limits.py) over the state store."""
+        """The sending limits (state/limits.py) over the state store."""
         if self._limits is None:
-            from .limits import SendingLimits
+            from state.limits import SendingLimits
 
             store = self.state
+            cfg = self._runtime.config
             with self._lock:
                 if self._limits is None:
-                    self._limits = SendingLimits(store, self._runtime.config)
+                    self._limits = SendingLimits(store, cfg.limit_messages, cfg.limit_recipients)
         return self._limits
+
+    def services(self) -> Any:
+        """What a message needs of the daemon (delivery/message.py), from
+        the current runtime."""
+        from delivery.message import Services
+
+        runtime = self._runtime
+        return Services(runtime.config, runtime.dkim, self.affinity, self.random, self.minting, self.signing,
+                        lambda: self.handoff)
 
     def close_handoff(self) -> None:
         """At shutdown: kept connections to the MTA get QUIT."""
@@ -230,32 +249,17 @@ class StartupError(Exception):
 
 
 def load_users(cfg: Config, warn: Callable[[str], None] = maillog.warning) -> sasl.UserDB:
-    """The users database; a missing file is an empty one, with a warning
-    (CONTRACT.md). UserDBError lists the problems, ready for the user."""
-    try:
-        data = files.read_regular(cfg.users, files.USERS_MAX_OCTETS)
-    except files.FileMissing:
-        warn(f"{cfg.users}: users database does not exist; no user can authenticate")
-        return sasl.UserDB(cfg.users)
-    except files.FileProblem as e:
-        raise sasl.UserDBError([f"{cfg.where('users')}: users: {e}"]) from None
-    return sasl.parse_bytes(data, cfg.users)
+    """The users database `users` names (directory/usersfile.py)."""
+    from directory.usersfile import load_users as load
+
+    return load(cfg.users, cfg.where("users"), warn)
 
 
 def load_apps(cfg: Config) -> Any:
-    """The app passwords (S-515); a missing file is none. AppPasswordError
-    lists the problems as PATH:LINE: why."""
-    from sasl import apppass
+    """The app passwords `app_passwords` names (directory/usersfile.py)."""
+    from directory.usersfile import load_apps as load
 
-    if not cfg.app_passwords:
-        return apppass.AppPasswords("")
-    try:
-        data = files.read_regular(cfg.app_passwords, files.USERS_MAX_OCTETS)
-    except files.FileMissing:
-        return apppass.AppPasswords(cfg.app_passwords)
-    except files.FileProblem as e:
-        raise apppass.AppPasswordError([f"{cfg.where('app_passwords')}: app_passwords: {e}"]) from None
-    return apppass.parse_bytes(data, cfg.app_passwords)
+    return load(cfg.app_passwords, cfg.where("app_passwords"))
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -288,7 +292,7 @@ def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = m
     (inetd mode): loaded when a message first needs them."""
     if cfg.dkim_keys is None:
         return None
-    from . import dkim_keys
+    from delivery import dkim_keys
 
     if lazy:
         found, _ = dkim_keys.key_files(cfg.dkim_keys)

@@ -9,7 +9,6 @@ makes no protocol decision of its own.
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 import ssl
 import time
@@ -31,10 +30,10 @@ from smtp_states import (
 )
 from smtp_states import replies as R
 
+from util.wait import Timeout, Woken
+
 from . import maillog, tls
 from .runtime import Server, client_ip
-from .spool import SpoolFile
-from .transport import Timeout, Woken
 
 RECV_SIZE = 64 * 1024  # DESIGN.md: tuned by `make bench`
 
@@ -96,16 +95,7 @@ class Session:
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
         self.policy = _Policy(server)  # knows the app password the session logged in with
-        self.spool: SpoolFile | None = None
-        self.header: Any = None  # headers.HeaderReader, made at DATA
-        self.digest: Any = None  # pipeline.BodyDigest while DKIM keys exist, made at DATA
-        self.minter: Any = None  # stamps.Minter for Hashcash, started at the header's end
-        self.signer: Any = None  # pgp.EarlySigner, started at the header's end
-        self.envelope: Any = None  # the envelope of the message being received
-        self.early: Any = None  # (FixContext, fixed header, body offset) made at the header's end
-        self._header_ended = False
-        self.extra_spools: list[Any] = []  # the pipeline's second spool files
-        self._data_seen = 0  # octets of this message's DATA so far
+        self.message: Any = None  # delivery.message.Message, from DATA to the final reply
         self.qid: str | None = None
         self.sender: str | None = None
         self.method: str | None = None
@@ -129,7 +119,7 @@ class Session:
             except (OSError, ssl.SSLError):
                 pass
         finally:
-            self._drop_spool()
+            self._drop_message()
             self.policy.give_back()  # a transaction cut short by a lost client or a bug
             server.unregister(self)
             try:
@@ -183,11 +173,9 @@ class Session:
 
     def force_close(self) -> None:
         """End of the drain: cut the connection; no delivery follows."""
-        if self.spool is not None:
-            try:
-                os.unlink(self.spool.path)
-            except OSError:
-                pass
+        message = self.message
+        if message is not None:
+            message.abandon()
         self.transport.shutdown(socket.SHUT_RDWR)
 
     def _flush(self) -> None:
@@ -205,19 +193,9 @@ class Session:
         while pending:
             ev = pending.popleft()
             if isinstance(ev, DataChunk):
-                if self.spool is not None:
-                    self.spool.write(ev.data)
-                self.header.feed(ev.data)
-                if self.digest is not None:
-                    self._feed_digest(ev.data)
-                if self.signer is not None:
-                    self.signer.spooled(self.spool.size)
-                elif not self._header_ended and self.header.body_offset is not None:
-                    self._header_ended = True
-                    self._at_header_end()
+                self.message.feed(ev.data)
             elif isinstance(ev, DataStart):
-                self.envelope = ev.envelope
-                self._open_spool()
+                self._start_message(ev.envelope)
             elif isinstance(ev, MailFrom):
                 self.sender = ev.sender
                 self.qid = self.sid if self._messages == 0 else self.server.random.new_id()
@@ -226,7 +204,7 @@ class Session:
                     app = self.policy.app.label if self.policy.app is not None else None
                     maillog.client(self.qid, self.client, self.method, conn.user, app)
             elif isinstance(ev, Reset):
-                self._drop_spool()
+                self._drop_message()
                 self.policy.give_back()
             elif isinstance(ev, Refused):
                 self._log_refusal(ev)
@@ -247,7 +225,7 @@ class Session:
                 pending.extend(conn.auth_done(result))
             elif isinstance(ev, DataEnd):
                 self._flush()
-                reply = self._deliver(ev)
+                reply = self._deliver(ev.size)
                 if reply.code == 250:
                     self.policy.keep()  # S-1201: counted once the MTA accepted it
                 else:
@@ -257,7 +235,7 @@ class Session:
                                     "the message was handed on and may be sent again")
                 pending.extend(conn.delivery_done(reply))
             elif isinstance(ev, Close):
-                self._drop_spool()
+                self._drop_message()
                 self.policy.give_back()
                 if ev.reply is not None and ev.reply.code == 421 and ev.reason not in ("timeout", "shutdown"):
                     maillog.reject(self.sid, "SESSION", self.client, str(ev.reply), None, None, conn.helo)
@@ -292,141 +270,36 @@ class Session:
             sender = ev.argument if ev.command == "MAIL" else ev.sender
             maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None)
 
-    # -- spool and hand-off -----------------------------------------------------------
-    def _open_spool(self) -> None:
-        import headers  # lazily: inetd mode greets sooner (DESIGN.md)
+    # -- the message ---------------------------------------------------------------------
+    def _start_message(self, envelope: Any) -> None:
+        """DATA: the message in progress (delivery/message.py) takes over
+        the spool, the header, the signing steps and the hand-off."""
+        from delivery.message import Message, Submission
 
-        self._drop_spool()
-        self.header = headers.HeaderReader()
-        self._data_seen = 0
-        runtime = self.server.runtime
-        if runtime.dkim is not None and runtime.dkim.by_domain:
-            from . import pgp, pipeline
-
-            user = self.conn.user if self.conn is not None else None
-            if pgp.key_for(runtime.config, user) is None:  # a PGP wrap makes a body of its own
-                self.digest = pipeline.BodyDigest(self.server.affinity)
-        try:
-            self.spool = SpoolFile(self.server.runtime.config.spool, self.qid or self.server.random.new_id())
-        except OSError as e:
-            maillog.error(f"{self.qid}: cannot create spool file: {e.strerror}")
-            self.spool = None
-
-    def _drop_spool(self) -> None:
-        if self.signer is not None:  # first: it reads the spool file's descriptor
-            self.signer.cancel()
-            self.signer = None
-        if self.minter is not None:
-            self.minter.close()
-            self.minter = None
-        if self.spool is not None:
-            self.spool.remove()
-            self.spool = None
-        if self.digest is not None:
-            self.digest.close()
-            self.digest = None
-        for extra in self.extra_spools:
-            extra.remove()
-        self.extra_spools = []
-        self.early = None
-        self._header_ended = False
-
-    def _at_header_end(self) -> None:
-        """The header block has ended (the body follows): the steps that
-        gain from starting before the final dot start now (S-1106: the
-        Hashcash minter; S-1104: the PGP signer, fed the body as it is
-        spooled). Both need the fixed header, so it is made here, once; a
-        message whose header would be refused starts nothing (the refusal
-        is made, and logged, at the dot as always)."""
-        from . import pgp, pipeline, stamps
-
-        cfg = self.server.runtime.config
+        self._drop_message()
         conn = self.conn
-        spool = self.spool
-        if conn is None or spool is None or spool.failed or self.envelope is None:
-            return
-        key = pgp.key_for(cfg, conn.user)
-        if key is None and cfg.hashcash_bits <= 0:
-            return
-        ctx = self._fix_context(self.envelope)
-        fixed, offset, problem = self._fixed_header(ctx)
-        if problem is not None:
-            return
-        self.early = (ctx, fixed, offset)
-        fields = pipeline._fields(fixed)
+        assert conn is not None
         qid = self.qid or self.sid
-        try:
-            self.minter = stamps.start(cfg, fields, self.envelope.recipients, self.server.affinity,
-                                       self.server.minting)
-        except OSError as e:
-            maillog.warning(f"{qid}: hashcash: cannot start the minter: {e.strerror or e}")
-        head = pgp.early_part_head(fields) if key is not None else None
-        if head is not None:
-            try:
-                self.signer = pgp.EarlySigner(cfg, qid, key, head, spool.fd, offset, self.server.affinity,
-                                              self.server.signing)
-            except OSError:
-                return  # signed at the dot, where the failure is reported (451)
-            self.signer.spooled(spool.size)
+        user = conn.user
+        ctx = self._fix_context(envelope, qid)
+        may_send_as = (lambda address: self.policy.may_send_as(user, address)) if user is not None else (lambda _: False)
+        submission = Submission(qid, self.client, user, conn.helo, envelope, ctx, self._xforward(ctx), may_send_as)
+        self.message = Message(self.server.services(), submission)
 
-    def _feed_digest(self, data: bytes) -> None:
-        """The body octets of this chunk to the DKIM body hash (S-1103)."""
-        start = self._data_seen
-        self._data_seen += len(data)
-        body = self.header.body_offset
-        if body is not None and self._data_seen > body:
-            self.digest.feed(data[max(0, body - start) :] if body > start else data)
+    def _drop_message(self) -> None:
+        if self.message is not None:
+            self.message.close()
+            self.message = None
 
-    def _deliver(self, ev: DataEnd) -> R.Reply:
-        from . import pipeline  # lazily, as headers
-        from .handoff import FileRange, Outbound
+    def _deliver(self, size: int) -> R.Reply:
+        message, self.message = self.message, None
+        if message is None:  # DATA without a message object: cannot happen, but never a 250
+            return R.HANDOFF_TEMPFAIL
+        return message.deliver(size)  # closes it
 
-        spool = self.spool
-        qid = self.qid or self.sid
-        env = ev.envelope
-        try:
-            if spool is None or spool.failed:  # S-307
-                why = spool.reason if spool is not None else "cannot create spool file"
-                maillog.warning(f"{qid}: spool: {why}")
-                return R.NO_STORAGE
-            cfg = self.server.runtime.config
-            data_end = time.monotonic()
-            if self.early is not None:
-                ctx, header, offset = self.early
-            else:
-                ctx = self._fix_context(env)
-                header, offset, refusal = self._prepare(ctx)
-                if refusal is not None:
-                    return refusal
-            maillog.message_from(qid, env.sender, ev.size, len(env.recipients))
-            body = FileRange(spool.fd, offset, spool.size - offset)
-            pctx = pipeline.Context(qid, self.conn.user if self.conn else None, env.recipients, cfg,
-                                    self.server.affinity, self.server.random.take, data_end, self.signer,
-                                    self.minter, self.server.minting, self.server.signing)
-            signed = pipeline.run(self.server.runtime, pctx, header, body, self.digest)  # S-1101
-            self.extra_spools = signed.spools
-            for note in signed.notes:
-                maillog.info(f"{qid}: {note}")
-            if signed.refused is not None:
-                return signed.refused
-            out = Outbound(qid, env, (signed.header, *signed.body), self._xforward(ctx))
-            result = self.server.handoff.deliver(out, cfg.sendmail_timeout)
-            maillog.sendmail_stderr(qid, result.stderr)
-            for note in result.notes:
-                maillog.info(f"{qid}: {note}")
-            for rcpt in env.recipients:
-                maillog.delivered(qid, rcpt, result.elapsed, result.status, result.detail, result.relay)
-            if result.may_duplicate:  # S-808, RFC 1047
-                maillog.warning(f"{qid}: the MTA may have the message although msa answered {result.reply}; "
-                                "the client may send it again")
-            if result.reply is None:
-                return R.queued(qid)
-            return result.reply
-        finally:
-            self._drop_spool()
-
-    def _fix_context(self, env: Any) -> Any:
-        """What headers.fix and the hand-off need to know of this transaction."""
+    def _fix_context(self, env: Any, qid: str) -> Any:
+        """What headers.fix and the hand-off need to know of this transaction
+        (the message stamps `now` and `random` when it fixes the header)."""
         import headers
 
         conn = self.conn
@@ -434,7 +307,7 @@ class Session:
         cfg = self.server.runtime.config
         return headers.FixContext(
             hostname=cfg.hostname,
-            queue_id=self.qid or self.sid,
+            queue_id=qid,
             helo=conn.helo,
             esmtp=bool(conn.esmtp),
             client_ip=self.ip,
@@ -445,7 +318,7 @@ class Session:
             recipients=env.recipients,
             received_client=cfg.received_client,
             now=datetime.datetime.now().astimezone(),
-            random=self.server.random.take(10),
+            random=b"",
         )
 
     def _xforward(self, ctx: Any) -> tuple[tuple[str, str], ...]:
@@ -466,51 +339,3 @@ class Session:
             ("IDENT", ctx.queue_id),
             ("SOURCE", "REMOTE"),
         )
-
-    def _prepare(self, ctx: Any) -> tuple[bytes, int, R.Reply | None]:
-        """Check and complete the header (SPEC.md §6-§7): the new header
-        block, the body's offset in the spool file, or a refusal (logged)."""
-        fixed, offset, problem = self._fixed_header(ctx)
-        if problem is None:
-            return fixed, offset, None
-        if isinstance(problem, R.Reply):
-            return b"", 0, problem
-        return b"", 0, self._sender_refusal(problem, self.conn.user or "" if self.conn else "")
-
-    def _fixed_header(self, ctx: Any) -> tuple[bytes, int, Any]:
-        """The checked and completed header block and the body's offset, or
-        the problem: a Reply (S-703) or a headers.SenderProblem (S-602)."""
-        import headers
-
-        conn = self.conn
-        assert conn is not None
-        block = self.header.finish()
-        if isinstance(block, headers.HeaderTooLarge):
-            return b"", 0, R.HEADER_TOO_LARGE  # S-703
-        user = conn.user
-        if user is not None:  # S-602: trusted clients are not checked
-            problem = headers.check_senders(block, lambda address: self.policy.may_send_as(user, address))
-            if problem is not None:
-                return b"", 0, problem
-        fixed = headers.fix(block, ctx)
-        if isinstance(fixed, headers.SenderProblem):
-            return b"", 0, fixed
-        return fixed, block.body_offset, None
-
-    def _sender_refusal(self, problem: Any, user: str) -> R.Reply:
-        qid = self.qid or self.sid
-        hint = None
-        if problem.kind == "not_owned":
-            reply = R.from_not_owned(problem.address or "", user)
-            if self.sender == "":
-                # A null sender with a From: the user does not own is what a
-                # satellite MTA's bounce looks like (README "The users
-                # database"): say what would let it through.
-                hint = f"a bounce from an MTA relaying as {user}? add <{problem.address}> to {user}'s senders"
-        elif problem.kind == "no_from":
-            reply = R.NO_FROM_HEADER
-        else:
-            reply = R.CANNOT_VERIFY_FROM
-        maillog.reject(qid, "END-OF-MESSAGE", self.client, str(reply), self.sender, None,
-                       self.conn.helo if self.conn else None, hint)
-        return reply

@@ -14,33 +14,7 @@ import socket
 import ssl
 import time
 
-
-class Timeout(OSError):
-    """No bytes within the session timeout (an OSError: a send or a
-    handshake that times out ends the session like a broken socket)."""
-
-
-class Woken(Exception):
-    """The wake descriptor became readable (shutdown, S-110)."""
-
-
-_READABLE = select.POLLIN | select.POLLPRI
-
-
-def _wait(fd: int, events: int, deadline: float, wake_fd: int | None = None) -> None:
-    """Wait for `events` on `fd` until `deadline` (time.monotonic()); raise
-    Woken if only `wake_fd` became readable. poll(), not select(): no
-    FD_SETSIZE limit with a thousand sessions."""
-    poller = select.poll()
-    poller.register(fd, events)
-    if wake_fd is not None:
-        poller.register(wake_fd, select.POLLIN)
-    remaining = deadline - time.monotonic()
-    ready = poller.poll(remaining * 1000) if remaining > 0 else []
-    if not ready:
-        raise Timeout()
-    if wake_fd is not None and all(f == wake_fd for f, _ in ready):
-        raise Woken()
+from util.wait import READABLE, Timeout, wait
 
 
 #: S-111: how long a close may wait for the socket to take the close_notify
@@ -62,7 +36,7 @@ def close_notify(tls: ssl.SSLSocket, wait: float = CLOSE_NOTIFY_WAIT) -> None:
             except ssl.SSLWantReadError:
                 return  # ours is sent; the client's reply is not awaited
             except ssl.SSLWantWriteError:
-                _wait(tls.fileno(), select.POLLOUT, deadline)
+                wait(tls.fileno(), select.POLLOUT, deadline)
     except (OSError, ssl.SSLError, ValueError):
         return  # Timeout, a reset, a socket already closed
 
@@ -94,7 +68,7 @@ class SocketTransport:
         deadline = time.monotonic() + timeout
         while True:
             if not (self.tls and self.tls.pending()):
-                _wait(sock.fileno(), _READABLE, deadline, wake_fd)
+                wait(sock.fileno(), READABLE, deadline, wake_fd)
             try:
                 data = sock.recv(size)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -141,7 +115,7 @@ class SocketTransport:
                 events = select.POLLOUT
             except ssl.SSLWantReadError:
                 events = select.POLLIN
-            _wait(sock.fileno(), events, deadline)
+            wait(sock.fileno(), events, deadline)
 
     def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
         tls = ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
@@ -151,9 +125,9 @@ class SocketTransport:
                 tls.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                _wait(tls.fileno(), select.POLLIN, deadline)
+                wait(tls.fileno(), select.POLLIN, deadline)
             except ssl.SSLWantWriteError:
-                _wait(tls.fileno(), select.POLLOUT, deadline)
+                wait(tls.fileno(), select.POLLOUT, deadline)
         self.tls = tls
         return tls
 
@@ -195,14 +169,14 @@ class PipeTransport:
         return False
 
     def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
-        _wait(self.rfd, _READABLE, time.monotonic() + timeout, wake_fd)
+        wait(self.rfd, READABLE, time.monotonic() + timeout, wake_fd)
         return os.read(self.rfd, size)
 
     def send(self, data: bytes, timeout: float) -> None:
         view = memoryview(data)
         deadline = time.monotonic() + timeout  # for the whole write, as on sockets
         while view:
-            _wait(self.wfd, select.POLLOUT, deadline)
+            wait(self.wfd, select.POLLOUT, deadline)
             n = os.write(self.wfd, view)
             view = view[n:]
 

@@ -180,7 +180,7 @@ def test_hashcash_with_dkim_stamps_below_the_signatures_and_dkim_verifies(start_
 def test_minters_on_a_host_are_bounded_by_its_cores(start_msa, tmp_path):  # S-1106
     # Sessions that stop after their header each want a minter; at most one
     # per core runs, and the others wait within their time budget.
-    from server.slots import cores
+    from delivery.slots import cores
 
     m = start(start_msa, tmp_path, hashcash_bits=30, hashcash_time_budget=1)  # 30 bits: minutes each
     sessions = []

@@ -256,7 +256,7 @@ def test_login_delay_holds_across_inetd_processes(tmp_path):  # S-511, S-1202
     assert b"\r\n235 2.7.0 " in out
     assert took >= 1.0  # the second process waited for the first one's failure
     # The failure is in the store, under that address only (the unit tests
-    # of server/state.py show other addresses are not delayed).
+    # of state/sqlite.py show other addresses are not delayed).
     with sqlite3.connect(tmp_path / "state" / "state.sqlite") as db:
         assert db.execute("SELECT client FROM failures").fetchall() == []  # forgotten by the success
 
@@ -432,9 +432,9 @@ def test_check_warns_of_a_readable_state_dir_and_refuses_a_symlinked_store(tmp_p
 
 
 def test_concurrent_writers_share_one_store(tmp_path):  # S-1202: serve and inetd write the same file
-    from server.state import Store
+    from state.sqlite import SqliteStore
 
-    a, b = Store(str(tmp_path)), Store(str(tmp_path))
+    a, b = SqliteStore(str(tmp_path)), SqliteStore(str(tmp_path))
     for _ in range(50):
         assert a.reserve("alice", "messages", 10**6, 3600).counted
         assert b.reserve("alice", "recipients", 10**6, 3600).counted

@@ -731,7 +731,7 @@ def test_signers_on_a_host_are_bounded_by_its_cores(start_msa, tmp_path):  # S-1
     # Sessions that stop after their header each want an early signer; at
     # most one per core runs; the others are signed at the dot, each waiting
     # for a slot within its time budget, and every message still verifies.
-    from server.slots import cores
+    from delivery.slots import cores
 
     script, starts = _wrapper(tmp_path)
     m, cert = make(start_msa, tmp_path, pgp_sop=script)

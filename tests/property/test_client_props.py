@@ -3,7 +3,7 @@
 - Any bytes from the MTA, in any pieces, give a defined outcome: events of
   the documented kinds, never an exception, bounded output; once the
   connection is given up, nothing more happens.
-- Any reply stream, played against a shell that acts as server/smtp_relay.py
+- Any reply stream, played against a shell that acts as delivery/smtp.py
   does (well-formed and malformed lines, replies nobody asked for, doubled
   replies, replies of the wrong class, half lines, a close or a timeout
   anywhere, any chunking): every outcome maps to a defined reply, and an
@@ -239,7 +239,7 @@ def bad_size(lines: list[bytes]) -> bool:
 
 
 class Shell:
-    """Plays server/smtp_relay.py against a drawn MTA, checking as it goes."""
+    """Plays delivery/smtp.py against a drawn MTA, checking as it goes."""
 
     def __init__(self, data) -> None:
         self.data = data

@@ -17,8 +17,8 @@ from argon2 import PasswordHasher
 import sasl
 from sasl import Credentials, parse_bytes, verify
 from sasl.md5state import cram_md5_credential
-from admin import usercmd
-from server.files import USERS_MAX_OCTETS, read_regular
+from admin import edit, usercmd
+from util.files import USERS_MAX_OCTETS, read_regular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -280,7 +280,7 @@ def test_no_temporary_files_left(db_path, tmp_path):
 
 
 def test_locked_database_exits_75(db_path, monkeypatch):  # CONTRACT.md: EX_TEMPFAIL
-    monkeypatch.setattr(usercmd, "LOCK_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(edit, "LOCK_WAIT_SECONDS", 0.3)
     fd = os.open(db_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -13,7 +13,7 @@ import sasl
 from sasl import Credentials, parse_bytes, verify
 from sasl.md5state import cram_md5_credential
 from admin import usercmd
-from server.files import USERS_MAX_OCTETS, read_regular
+from util.files import USERS_MAX_OCTETS, read_regular
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 

@@ -1,4 +1,4 @@
-"""server/pipeline.py in process: the DKIM body hash fed while spooling
+"""delivery/pipeline.py in process: the DKIM body hash fed while spooling
 equals the one pass over the spool (SPEC.md S-1103), small or large."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from server import pipeline  # noqa: E402
+from delivery import pipeline  # noqa: E402
+from headers import fields_of  # noqa: E402
 from server.affinity import CpuAffinity  # noqa: E402
-from server.handoff import FileRange  # noqa: E402
+from delivery.handoff import FileRange  # noqa: E402
 from signing import RelaxedBody  # noqa: E402
 
 
@@ -59,24 +60,22 @@ def test_a_refused_message_stops_the_hashing_thread():  # S-1102
     ],
 )
 def test_from_domain(header, domain):  # S-1103
-    assert pipeline.from_domain(pipeline._fields(b"Received: x\r\n" + header + b"\r\n")) == domain
+    assert pipeline.from_domain(fields_of(b"Received: x\r\n" + header + b"\r\n")) == domain
 
 
 def test_stamp_resources_follow_to_then_cc_and_skip_bcc():  # S-1106
-    from server import stamps
-
-    fields = pipeline._fields(b"To: b@x.example,\r\n A <a@x.example>\r\nCc: c@x.example, B@X.example\r\n"
+    from delivery import stamps
+    fields = fields_of(b"To: b@x.example,\r\n A <a@x.example>\r\nCc: c@x.example, B@X.example\r\n"
                               b"Cc: d@x.example\r\nBcc: e@x.example\r\n\r\n")
     envelope = ["a@x.example", "b@x.example", "c@x.example", "d@x.example", "e@x.example", "o:dd@x.example"]
     assert stamps.resources(fields, envelope, 10).resources == ["b@x.example", "a@x.example", "c@x.example", "d@x.example"]
     assert stamps.resources(fields, envelope, 2).resources == ["b@x.example", "a@x.example"]
-    colon = pipeline._fields(b'To: "o:dd"@x.example\r\n\r\n')
+    colon = fields_of(b'To: "o:dd"@x.example\r\n\r\n')
     assert stamps.resources(colon, ['"o:dd"@x.example'], 10).resources == []  # a colon cannot be in a stamp
 
 
 def test_stamp_validity():  # S-1106
-    from server import stamps
-
+    from delivery import stamps
     assert not stamps.valid("1:20:261201:a@x.example::r:0", 20, "a@x.example")  # (2^-20 that it is)
     assert not stamps.valid("0:20:261201:a@x.example::r:0", 20, "a@x.example")
     found = next(f"1:8:261201:a@x.example::r:{n:x}" for n in range(100000)

@@ -263,11 +263,11 @@ def test_bad_lines_are_reported_with_path_and_line(bad_line, why):  # CONTRACT.m
 
 @pytest.mark.parametrize("form", ["list", "pair"])
 def test_senders_split_as_users_db_splits_them_in_either_form(monkeypatch, form):
-    """userdb._split_senders gives the list, or (list, text after a ':'),
+    """userdb.split_senders gives the list, or (list, text after a ':'),
     or a reason; either way a ':' outside quotes and literals is refused."""
     from sasl import apppass
 
-    real = apppass._split_senders
+    real = apppass.split_senders
 
     def pair(text):
         head, colon, tail = text.partition(":") if "[" not in text and '"' not in text else (text, "", "")
@@ -280,7 +280,7 @@ def test_senders_split_as_users_db_splits_them_in_either_form(monkeypatch, form)
             return split[0] if split[1] is None else "too many ':'-separated fields"
         return split
 
-    monkeypatch.setattr(apppass, "_split_senders", pair if form == "pair" else as_list)
+    monkeypatch.setattr(apppass, "split_senders", pair if form == "pair" else as_list)
     (app,) = parse(line(senders="a@example.com, @x.org"), "p")
     assert app.senders == ("a@example.com", "@x.org")
     assert problems_of(line(senders="a@example.com:b@x.org")) == [

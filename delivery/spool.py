@@ -94,6 +94,14 @@ class SpoolFile:
             if e.errno not in _NO_ROOM:
                 self.reason = f"write error: {self.reason}"
 
+    def unlink(self) -> None:
+        """Remove the file's name only (from another thread: the descriptor
+        stays with its owner, who closes it)."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
     def remove(self) -> None:
         if self.fd >= 0:
             try:

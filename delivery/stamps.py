@@ -73,9 +73,7 @@ def resources(fields: Sequence[tuple[str, bytes]], recipients: Sequence[str], li
     carry (non-ASCII, or a colon or white space, which the format's
     separators forbid and S-206 keeps out of the envelope anyway) are
     counted apart, so the log can say that they were left out."""
-    from headers import parse_addresses
-
-    from .pipeline import unfolded
+    from headers import parse_addresses, unfolded
 
     envelope = {}
     for rcpt in recipients:
@@ -113,7 +111,7 @@ def valid(stamp: str, bits: int, resource: str) -> bool:
 
 class Minter:
     """The minting child for one message. It runs only while it holds one
-    of the host's minting slots (server/slots.py, S-1106): taken at once
+    of the host's minting slots (delivery/slots.py, S-1106): taken at once
     when one is free, else waited for within the time budget at `finish`."""
 
     def __init__(self, bits: int, wanted: list[str], affinity: Any, slots: Any = None,

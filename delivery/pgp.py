@@ -69,7 +69,7 @@ class NoSlot(OSError):
 class EarlySigner:
     """The SOP signer started when the header block has ended, fed the
     signed part's header at once and the body as the session spools it;
-    its poll loop runs in a thread of its own (server/child.py, Growing)."""
+    its poll loop runs in a thread of its own (delivery/child.py, Growing)."""
 
     def __init__(self, config: Any, qid: str, key: str, part_head: bytes, fd: int, body_offset: int,
                  affinity: Any, slots: Any = None) -> None:

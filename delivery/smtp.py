@@ -47,7 +47,7 @@ from smtp_states.client import (
 )
 
 from .handoff import HandOff, Outbound
-from .transport import Timeout, _wait
+from util.wait import Timeout, wait
 
 #: S-808: a kept connection carries at most this many messages, and is not
 #: used again after this many idle seconds (Postfix's smtpd waits 300 s,
@@ -84,7 +84,7 @@ class _Connection:
             try:
                 view = view[self.sock.send(view) :]
             except BlockingIOError:
-                _wait(self.sock.fileno(), select.POLLOUT, deadline)
+                wait(self.sock.fileno(), select.POLLOUT, deadline)
 
     def flush(self, deadline: float) -> None:
         data = self.client.data_to_send()
@@ -96,7 +96,7 @@ class _Connection:
         events ends the exchange or holds one in `until` (`_decisive`)."""
         while True:
             self.flush(deadline)
-            _wait(self.sock.fileno(), select.POLLIN, deadline)
+            wait(self.sock.fileno(), select.POLLIN, deadline)
             try:
                 data = self.sock.recv(_RECV)
             except BlockingIOError:

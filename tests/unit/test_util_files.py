@@ -1,4 +1,4 @@
-"""server.files.read_regular: whatever a configured path names, a bounded
+"""util.files.read_regular: whatever a configured path names, a bounded
 read or a ready message, never a hang (CONTRACT.md `check`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from server.files import FileMissing, FileProblem, read_regular
+from util.files import FileMissing, FileProblem, read_regular
 
 
 def test_reads_a_regular_file_and_a_symlink_to_one(tmp_path):

@@ -63,7 +63,7 @@ def _reply_for(status: int) -> tuple[Reply | None, str]:
 def hand_off(argv: list[str], parts: tuple[Part, ...], timeout: float, affinity: Any = None) -> HandOff:
     """Run sendmail, feed it the message's parts, collect its exit status
     and the start of its standard error, all within `timeout` (the child's
-    poll loop is server/child.py's)."""
+    poll loop is delivery/child.py's)."""
     done = child.run(argv, parts, timeout, stderr_limit=STDERR_KEEP, affinity=affinity)
     if isinstance(done, OSError):  # S-804
         return HandOff(R.HANDOFF_TEMPFAIL, "deferred", f"cannot run {argv[0]}: {done.strerror or done}")

@@ -6,7 +6,8 @@ sequence of parts, each either bytes held in memory (the fixed header, and
 later the frames a signing step adds) or a `FileRange` of a spool file,
 streamed and never read whole (S-1102). Both kinds take an `Outbound` and
 return one `HandOff`: the reply for the client (None: delivered), and what
-the log says. `make(config)` picks the kind `handoff` names.
+the log says. This module imports no kind; each kind (`sendmail`, `smtp`)
+imports it, and `delivery.make_handoff` picks the one `handoff` names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from smtp_states import Envelope, Reply
 
@@ -83,15 +84,3 @@ class Kind(Protocol):
     def deliver(self, out: Outbound, timeout: float) -> HandOff: ...
 
     def close(self) -> None: ...
-
-
-def make(config: Any, affinity: Any = None) -> Kind:
-    """The hand-off `config.handoff` names; imported lazily (inetd mode).
-    `affinity` (server/affinity.py) lets sendmail run on every core."""
-    if config.handoff is None:
-        from .delivery import SendmailHandoff
-
-        return SendmailHandoff(config.sendmail, affinity)
-    from .smtp_relay import SmtpHandoff
-
-    return SmtpHandoff(config.handoff.host, config.handoff.port, config.hostname)

@@ -58,7 +58,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sasl import Throttle
@@ -72,9 +71,11 @@ from sasl.limits import (
     THROTTLE_OTHER_NAMES,
 )
 
-from . import maillog
+from util import maillog
 
-__all__ = ["FILENAME", "SECRET_FILENAME", "Hold", "NOT_COUNTED", "Store", "Usage", "load_secret", "open_problem"]
+from . import NOT_COUNTED, Hold, Usage
+
+__all__ = ["FILENAME", "FILES", "SECRET_FILENAME", "SqliteStore", "load_secret", "open_problem"]
 
 FILENAME = "state.sqlite"
 #: The secret made once beside the database (S-514, S-1202).
@@ -122,32 +123,6 @@ CREATE TABLE IF NOT EXISTS noted (user TEXT NOT NULL, kind TEXT NOT NULL, until 
 
 #: Where version 1 kept the SCRAM secret (now the file SECRET_FILENAME).
 _OLD_SECRET_KEY = "scram-unknown-user-salt"
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What a user sent (or holds reserved) in the current windows (S-1201)."""
-
-    messages: int
-    recipients: int
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """One reservation (S-1201): ``messages`` and ``recipients`` counted in
-    the step starting at ``at``, given back unless the message is accepted.
-    ``counted`` is False when nothing was written (the limit is off, or the
-    store fails and the limits fail open): giving it back does nothing."""
-
-    user: str
-    at: float
-    messages: int
-    recipients: int
-    counted: bool = True
-
-
-#: A reservation that counted nothing.
-NOT_COUNTED = Hold("", 0.0, 0, 0, counted=False)
 
 
 def _why(error: BaseException) -> str:
@@ -301,8 +276,9 @@ def open_problem(directory: str) -> str | None:
     return None
 
 
-class Store:
-    """The state of one ``state_dir``; thread-safe; every method fails open."""
+class SqliteStore:
+    """The state of one ``state_dir``; thread-safe; every method fails open
+    (state.Store's interface)."""
 
     def __init__(self, directory: str, *, clock: Callable[[], float] = time.time) -> None:
         self.directory = directory

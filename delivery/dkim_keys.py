@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from signing import Key, key_from_private
 
-from . import files
+from util import files
 
 #: A domain directory: lower-case LDH labels (the A-label form).
 _DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+\Z")

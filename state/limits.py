@@ -13,9 +13,9 @@ fails the limits fail open (S-1202).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from .config import Config, Limit
-from .state import NOT_COUNTED, Hold, Store
+from . import NOT_COUNTED, Hold, Store
 
 __all__ = ["SendingLimits"]
 
@@ -26,10 +26,13 @@ STEPS_PER_PERIOD = 120
 
 
 class SendingLimits:
-    def __init__(self, store: Store, config: Config) -> None:
+    """`messages` and `recipients`: the configured limits (server.config.Limit:
+    `count`, `seconds`, and the text shown), None when off."""
+
+    def __init__(self, store: Store, messages: Any, recipients: Any) -> None:
         self.store = store
-        self.messages: Limit | None = config.limit_messages
-        self.recipients: Limit | None = config.limit_recipients
+        self.messages = messages
+        self.recipients = recipients
 
     @property
     def on(self) -> bool:

@@ -150,7 +150,7 @@ class Context:
     data_end: float = 0.0  # time.monotonic() at the final dot (S-1106's budget starts there)
     signer: Any = None  # pgp.EarlySigner started at the end of the header, or None
     minter: Any = None  # stamps.Minter started at the end of the header, or None
-    minting: Any = None  # the host's minting slots (server/slots.py), or None: unbounded
+    minting: Any = None  # the host's minting slots (delivery/slots.py), or None: unbounded
     signing: Any = None  # the host's signing slots
 
 
@@ -162,27 +162,9 @@ def parts_chunks(parts: tuple[Part, ...], size: int) -> Iterator[bytes]:
             yield from part.chunks(size)
 
 
-def _fields(header: bytes) -> list[tuple[str, bytes]]:
-    """(name, raw) of each field of a header msa made (CRLF throughout)."""
-    import headers
-
-    reader = headers.HeaderReader()
-    reader.feed(header)
-    block = reader.finish()
-    assert not isinstance(block, headers.HeaderTooLarge)  # msa's own output is bounded
-    return [(f.name, f.raw) for f in block.fields]
-
-
-def unfolded(name: str, raw: bytes) -> bytes:
-    """A field's unfolded value (RFC 5322 §2.2.3), as the address parser takes it."""
-    from headers import Field
-
-    return Field(name, raw).value()
-
-
 def from_domain(fields: list[tuple[str, bytes]]) -> str | None:
     """The first From: mailbox's domain as an A-label, lower case (S-1103)."""
-    from headers import parse_addresses
+    from headers import parse_addresses, unfolded
 
     for name, raw in fields:
         if name.lower() == "from":
@@ -206,9 +188,10 @@ def dkim(msg: Message, keys: Any, digest: BodyDigest | None = None, now: float |
     msa's Received: (the first field); none when the domain has no key;
     451 4.3.0 when its keys cannot sign. `digest`: the body hash fed while
     spooling, for a body no earlier step replaced; else one pass here."""
+    from headers import fields_of
     from signing import RelaxedBody, signature_field
 
-    fields = _fields(msg.header)
+    fields = fields_of(msg.header)
     domain = from_domain(fields)
     if domain is None or not keys.keys_for(domain):
         if domain is not None and domain in keys.broken:
@@ -240,17 +223,20 @@ def dkim(msg: Message, keys: Any, digest: BodyDigest | None = None, now: float |
     return msg
 
 
-def run(runtime: Any, ctx: Context, header: bytes, body: FileRange, digest: BodyDigest | None = None) -> Message:
+def run(keys: Any, ctx: Context, header: bytes, body: FileRange, digest: BodyDigest | None = None) -> Message:
     """Every configured step in S-1101's order; the first refusal ends it.
-    `digest`: the DKIM body hash of `body`, fed while it was spooled."""
+    `keys`: the DKIM keys (None: no DKIM); `digest`: the DKIM body hash of
+    `body`, fed while it was spooled."""
+    from headers import fields_of
+
     msg = Message(header, (body,))
     key = pgp.key_for(ctx.config, ctx.user)
     if key is not None:
-        msg = pgp.step(msg, ctx, key, _fields(msg.header))
+        msg = pgp.step(msg, ctx, key, fields_of(msg.header))
         if msg.refused is not None:
             return msg
     if ctx.config.hashcash_bits > 0:
-        msg = stamps.step(msg, ctx, _fields(msg.header))
-    if runtime.dkim is not None:
-        msg = dkim(msg, runtime.dkim, None if msg.body_changed else digest)
+        msg = stamps.step(msg, ctx, fields_of(msg.header))
+    if keys is not None:
+        msg = dkim(msg, keys, None if msg.body_changed else digest)
     return msg

@@ -1,4 +1,4 @@
-"""server/state.py, the state store, on a real SQLite file with a fake clock
+"""state/sqlite.py, the state store, on a real SQLite file with a fake clock
 (SPEC.md S-511, S-1201, S-1202): the login delay rules of S-511 as the
 in-process throttle has them, the sliding windows, bounds, and failing open."""
 
@@ -9,8 +9,8 @@ import os
 import pytest
 
 from sasl.limits import THROTTLE_FORGET_SECONDS, THROTTLE_MAX_NAMES
-from server.limits import SendingLimits
-from server.state import Store, open_problem
+from state.limits import SendingLimits
+from state.sqlite import SqliteStore, open_problem
 
 
 class Clock:
@@ -28,7 +28,7 @@ def clock():
 
 @pytest.fixture
 def store(tmp_path, clock):
-    s = Store(str(tmp_path / "state"), clock=clock)
+    s = SqliteStore(str(tmp_path / "state"), clock=clock)
     yield s
     s.close()
 
@@ -70,7 +70,7 @@ def test_many_names_fold_into_a_bucket_no_success_clears(store):  # S-511
 
 def test_a_second_process_sees_the_failures(store, tmp_path, clock):  # S-1202: shared by inetd processes
     store.failed("192.0.2.1", "alice")
-    other = Store(str(tmp_path / "state"), clock=clock)
+    other = SqliteStore(str(tmp_path / "state"), clock=clock)
     assert other.delay("192.0.2.1") == 1
     other.close()
 
@@ -108,7 +108,7 @@ def test_a_reservation_is_refused_at_the_limit_and_given_back(store, clock):  # 
 def test_reservations_are_atomic_across_threads_and_stores(store, tmp_path, clock):  # S-1201 amended
     import threading
 
-    other = Store(str(tmp_path / "state"), clock=clock)  # another process's view of the same file
+    other = SqliteStore(str(tmp_path / "state"), clock=clock)  # another process's view of the same file
     got = []
     barrier = threading.Barrier(16)
 
@@ -153,7 +153,7 @@ def test_reservations_from_the_limits(store, tmp_path):  # S-1201
 
     cfg = config.parse("[msa]\nlisten = 127.0.0.1:0 starttls\nlimit_messages = 2/1h\nlimit_recipients = 5/1d\n",
                        str(tmp_path / "msa.conf"))
-    limits = SendingLimits(store, cfg)
+    limits = SendingLimits(store, cfg.limit_messages, cfg.limit_recipients)
     holds = [limits.reserve("alice", "recipients") for _ in range(5)]
     assert all(h is not None and h.counted for h in holds)
     assert limits.reserve("alice", "recipients") is None
@@ -170,7 +170,7 @@ def test_limits_off(store, tmp_path):  # CONTRACT: 0 turns a limit off
 
     cfg = config.parse("[msa]\nlisten = 127.0.0.1:0 starttls\nlimit_messages = 0\nlimit_recipients = 0\n",
                        str(tmp_path / "msa.conf"))
-    limits = SendingLimits(store, cfg)
+    limits = SendingLimits(store, cfg.limit_messages, cfg.limit_recipients)
     for _ in range(100):
         hold = limits.reserve("alice", "messages")
         assert hold is not None and not hold.counted
@@ -191,12 +191,12 @@ def test_bad_limits_are_refused_with_file_and_line(tmp_path, value, why):  # CON
 
 
 def test_a_failing_store_fails_open_and_warns_once(tmp_path, clock, capfd):  # S-1202
-    from server import maillog
+    from util import maillog
 
     maillog.setup("stderr")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    s = Store(str(blocker), clock=clock)
+    s = SqliteStore(str(blocker), clock=clock)
     assert s.usage("alice", 3600, 3600) is None
     hold = s.reserve("alice", "messages", 1, 3600)
     assert hold is not None and not hold.counted  # the limits then fail open
@@ -210,7 +210,8 @@ def test_a_failing_store_fails_open_and_warns_once(tmp_path, clock, capfd):  # S
 def test_a_write_locked_store_is_one_episode_not_one_per_message(store, tmp_path, capfd, monkeypatch):  # S-1202
     import sqlite3
 
-    from server import maillog, state
+    from state import sqlite as state
+    from util import maillog
 
     maillog.setup("stderr")
     monkeypatch.setattr(state, "BUSY_TIMEOUT", 0.05)
@@ -249,7 +250,7 @@ def test_failed_names_are_kept_only_as_keyed_hashes(store):  # S-1202 amended, S
     assert len(names) == 2 and typed not in names and "alice" not in names
     store.succeeded("192.0.2.1", "alice")  # S-511's per-name rule still works on the hashes
     assert store.delay("192.0.2.1") == 1
-    other = Store(store.directory)  # another process hashes alike
+    other = SqliteStore(store.directory)  # another process hashes alike
     other.succeeded("192.0.2.1", typed)
     assert other.delay("192.0.2.1") == 0  # (store's in-process fallback still counts its own)
     other.close()
@@ -258,7 +259,7 @@ def test_failed_names_are_kept_only_as_keyed_hashes(store):  # S-1202 amended, S
 def test_files_are_0600_whatever_the_umask(tmp_path):  # S-1202 amended
     old = os.umask(0o022)
     try:
-        s = Store(str(tmp_path / "state"))
+        s = SqliteStore(str(tmp_path / "state"))
         assert s.reserve("alice", "messages", 10, 3600).counted
         s.failed("192.0.2.1", "alice")
         names = ["state.sqlite", "state.sqlite-wal", "state.sqlite-shm", "secret"]
@@ -274,27 +275,27 @@ def test_files_are_0600_whatever_the_umask(tmp_path):  # S-1202 amended
 
 def test_an_older_store_readable_by_others_is_narrowed(tmp_path):  # S-1202 amended
     d = tmp_path / "state"
-    s = Store(str(d))
+    s = SqliteStore(str(d))
     s.reserve("alice", "messages", 10, 3600)
     s.close()
     for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
         if (d / name).exists():
             (d / name).chmod(0o644)
-    s = Store(str(d))
+    s = SqliteStore(str(d))
     assert s.usage("alice", 3600, 3600).messages == 1
     assert all((d / n).stat().st_mode & 0o777 == 0o600 for n in ("state.sqlite",))
     s.close()
 
 
 def test_a_symlinked_store_is_refused(tmp_path, capfd):  # S-1202 amended
-    from server import maillog
+    from util import maillog
 
     maillog.setup("stderr")
     d = tmp_path / "state"
     d.mkdir()
     target = tmp_path / "elsewhere.sqlite"
     (d / "state.sqlite").symlink_to(target)
-    s = Store(str(d))
+    s = SqliteStore(str(d))
     assert not s.reserve("alice", "messages", 1, 3600).counted  # fails open
     assert not target.exists()  # nothing was written through the link
     assert "symbolic link" in capfd.readouterr().err
@@ -302,14 +303,14 @@ def test_a_symlinked_store_is_refused(tmp_path, capfd):  # S-1202 amended
 
 
 def test_the_secret_is_made_once_and_outlives_a_broken_store(tmp_path):  # S-514 amended
-    from server.state import load_secret
+    from state.sqlite import load_secret
 
     d = tmp_path / "state"
-    a, b = Store(str(d)), Store(str(d))
+    a, b = SqliteStore(str(d)), SqliteStore(str(d))
     secret = a.secret()
     assert len(secret) == 32 and b.secret() == secret
     (d / "state.sqlite").write_bytes(b"junk" * 100)  # the database is broken ...
-    assert Store(str(d)).secret() == secret  # ... the secret is not
+    assert SqliteStore(str(d)).secret() == secret  # ... the secret is not
     assert (d / "secret").stat().st_mode & 0o777 == 0o600
     (d / "secret").write_bytes(b"short")
     with pytest.raises(OSError):
@@ -330,7 +331,7 @@ def test_a_version_1_store_keeps_its_scram_secret_and_forgets_typed_names(tmp_pa
             PRAGMA user_version = 1;""")
         db.execute("INSERT INTO meta VALUES ('scram-unknown-user-salt', ?)", (old_secret,))
         db.execute("INSERT INTO failures VALUES ('192.0.2.1', 'hunter2', 1, 0)")
-    s = Store(str(d))
+    s = SqliteStore(str(d))
     s.delay("192.0.2.1")  # opens (and so migrates) the database
     assert s.secret() == old_secret
     with sqlite3.connect(d / "state.sqlite") as db:
