@@ -25,11 +25,12 @@ from . import UNKNOWN, Client, Verdict
 __all__ = ["UsersFile", "Watch", "load_apps", "load_users"]
 
 
-def load_users(path: str, where: str, warn: Callable[[str], None]) -> sasl.UserDB:
+def load_users(path: str, where: str, warn: Callable[[str], None], senders_only: bool = False) -> sasl.UserDB:
     """The users database; a missing file is an empty one, with a warning
     (CONTRACT.md). UserDBError lists the problems, ready for the user;
     ``where`` names the configuration line (``FILE:LINE``) for a file that
-    cannot be read at all."""
+    cannot be read at all; ``senders_only``: lines without a credential are
+    users whose passwords another directory checks (S-1305)."""
     try:
         data = files.read_regular(path, files.USERS_MAX_OCTETS)
     except files.FileMissing:
@@ -37,7 +38,7 @@ def load_users(path: str, where: str, warn: Callable[[str], None]) -> sasl.UserD
         return sasl.UserDB(path)
     except files.FileProblem as e:
         raise sasl.UserDBError([f"{where}: users: {e}"]) from None
-    return sasl.parse_bytes(data, path)
+    return sasl.parse_bytes(data, path, senders_only=senders_only)
 
 
 def load_apps(path: str, where: str) -> Any:

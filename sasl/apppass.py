@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 
 from .limits import MAX_PASSWORD_OCTETS
 from .names import name_problem
-from .userdb import User, UserDB, address_key, split_senders, check_sender
+from .senders import address_key, check_sender, split_senders
+from .userdb import User, UserDB
 
 __all__ = [
     "AppPassword", "AppPasswordError", "AppPasswords", "add", "decode", "delete", "delete_user",

@@ -2,8 +2,8 @@
 
 This module owns the file format (``NAME:HASH:CRAM:SENDERS[:SCRAM]`` lines,
 ``#`` comments; documented in users.db.example), its parsing with ``PATH:
-LINE: why`` problems, what a valid CRAM-MD5 credential (S-508) and permitted
-sender (S-603) are, the sender policy ``may_send_as``, and the text edits of
+LINE: why`` problems, what a valid CRAM-MD5 credential (S-508) is, the
+sender policy ``may_send_as`` (the rules themselves are ``senders``'), and the text edits of
 ``msa.py user``, which keep every other line byte for byte. What a valid
 user name is (S-509) lives in ``names``, an acceptable argon2id hash
 (S-1013) in ``verify``, a SCRAM-SHA-256 credential (S-514) in ``scram``. It
@@ -15,8 +15,6 @@ domains (IDNA2008 with UTS #46, never Python's IDNA2003 codec, S-603).
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from . import limits
 from .names import name_problem
 from .scram import parse_credential
 from .phc import argon2_problem, nondefault_params
+from .senders import SenderRules, address_key, check_sender, split_senders  # noqa: F401  (sasl's API)
 
 __all__ = [
     "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user",
@@ -57,130 +56,6 @@ def _cram_problem(cram: str) -> str | None:
     return None
 
 
-# --- permitted senders (S-206, S-603) ----------------------------------------
-
-_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
-_LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
-
-
-def _unquote(local: str) -> str | None:
-    """The content of an RFC 5321 §4.1.2 Quoted-string, or None if malformed."""
-    if len(local) < 2 or local[0] != '"' or local[-1] != '"':
-        return None
-    out: list[str] = []
-    body = iter(local[1:-1])
-    for ch in body:
-        if ch == "\\":  # quoted-pairSMTP = "\" %d32-126
-            nxt = next(body, "")
-            if not " " <= nxt <= "~":
-                return None
-            out.append(nxt)
-        elif ch == '"' or ord(ch) < 32 or ord(ch) == 127:
-            return None
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _local_key(local: str) -> str | None:
-    """Comparison form of a local part: unquoted, lower-case (S-603)."""
-    if local.startswith('"'):
-        unquoted = _unquote(local)
-        return None if unquoted is None else unquoted.lower()
-    atoms = local.split(".")  # Dot-string; RFC 6531 §3.3 adds UTF-8 to atext
-    if not all(atom and all(ch in _ATEXT or ord(ch) > 127 for ch in atom) for atom in atoms):
-        return None
-    return local.lower()
-
-
-def _domain_key(domain: str) -> str | None:
-    """Comparison form of a domain: lower-case A-labels, or a literal (S-603)."""
-    if domain.startswith("["):
-        inner = domain[1:-1] if domain.endswith("]") else "%"
-        try:
-            if inner[:5].lower() == "ipv6:" and "%" not in inner:
-                return f"[ipv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
-            return f"[{ipaddress.IPv4Address(inner)}]"
-        except ValueError:
-            return None
-    if not domain.isascii():
-        import idna  # IDNA2008 + UTS #46 non-transitional: straße.de stays itself
-
-        try:
-            domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
-        except (ValueError, idna.IDNAError):
-            return None
-    domain = domain.lower()
-    if len(domain) > limits.MAX_DOMAIN_OCTETS:
-        return None
-    labels = domain.split(".")
-    if not all(len(label) <= limits.MAX_LABEL_OCTETS and _LDH_LABEL.fullmatch(label) for label in labels):
-        return None
-    return domain
-
-
-def address_key(address: str) -> tuple[str, str] | None:
-    """``(local, domain)`` comparison forms; local is "" for ``@domain``."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return None
-    domain_key = _domain_key(domain)
-    if domain_key is None:
-        return None
-    if not local:
-        return "", domain_key
-    local_key = _local_key(local)
-    return None if local_key is None else (local_key, domain_key)
-
-
-def check_sender(address: str) -> str | None:
-    """Why ``address`` cannot be a permitted sender entry, or None."""
-    if not address:
-        return "empty sender address"
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return "expected local@domain or @domain"
-    if len(local.encode("utf-8", "surrogatepass")) > limits.MAX_LOCAL_PART_OCTETS:
-        return "local part longer than 64 octets"
-    if local and _local_key(local) is None:
-        return "malformed local part"
-    if _domain_key(domain) is None:
-        return "malformed domain"
-    return None
-
-
-def split_senders(text: str) -> list[str] | str:
-    """Comma-separated senders (commas in quotes or literals kept), or why not."""
-    items: list[str] = []
-    current: list[str] = []
-    quoted = escaped = bracket = False
-    for ch in text:
-        if quoted:
-            current.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-            continue
-        if ch == ":" and not bracket:
-            return "too many ':'-separated fields (expected NAME:HASH:CRAM:SENDERS[:SCRAM])"
-        if ch == "," and not bracket:
-            items.append("".join(current).strip(" \t"))
-            current = []
-            continue
-        quoted = ch == '"'
-        bracket = (bracket or ch == "[") and ch != "]"
-        current.append(ch)
-    if quoted:
-        return "unterminated quoted local part in senders"
-    last = "".join(current).strip(" \t")
-    if last or items:
-        items.append(last)
-    return items
-
-
 # --- the database ------------------------------------------------------------
 
 
@@ -193,13 +68,7 @@ class UserDB:
         self.path = path
         self._users = tuple(users)
         self._by_name = {user.name.lower(): user for user in self._users}
-        self._rules: dict[str, tuple[frozenset[tuple[str, str]], frozenset[str]]] = {}
-        for user in self._users:
-            keys = [key for key in map(address_key, user.senders) if key is not None]
-            self._rules[user.name.lower()] = (
-                frozenset(key for key in keys if key[0]),
-                frozenset(domain for local, domain in keys if not local),
-            )
+        self._rules = {user.name.lower(): SenderRules(user.senders) for user in self._users}
 
     def get(self, name: str) -> User | None:
         return self._by_name.get(name.lower())
@@ -229,20 +98,10 @@ class UserDB:
     def may_send_as(self, user: str, address: str) -> bool:
         """S-603: whether ``user`` may use ``address`` (not ``<>``: the caller's)."""
         rules = self._rules.get(user.lower())
-        key = address_key(address)
-        if rules is None or key is None or not key[0]:
-            return False
-        exact, domains = rules
-        local, domain = key
-        if domain in domains:
-            return True
-        return any(
-            domain == allowed_domain and (local == allowed or local.startswith(allowed + "+"))
-            for allowed, allowed_domain in exact
-        )
+        return rules is not None and rules.allows(address)
 
 
-def _parse_line(line: str) -> User | str:
+def _parse_line(line: str, senders_only: bool = False) -> User | str:
     fields = line.split(":", 3)
     if len(fields) != 4:
         return f"expected 4 ':'-separated fields NAME:HASH:CRAM:SENDERS, found {len(fields)}"
@@ -263,8 +122,9 @@ def _parse_line(line: str) -> User | str:
         return senders
     if scram and isinstance(why := parse_credential(scram), str):
         return f"bad SCRAM-SHA-256 credential: {why}"
-    if not phc and not scram:
-        return "empty argon2 hash (allowed only with a SCRAM-SHA-256 credential in the fifth field)"
+    if not phc and not scram and (cram or not senders_only):
+        return ("empty argon2 hash (allowed only with a SCRAM-SHA-256 credential in the fifth field, or, "
+                "with no credential at all, for a user whose password sql or auth_dovecot checks)")
     for sender in senders:
         if why := check_sender(sender):
             return f"bad sender {sender!r}: {why}"
@@ -279,8 +139,10 @@ def _content(lines: list[str], index: int) -> str:
     return line.strip(" \t\r")
 
 
-def parse(text: str, path: str) -> UserDB:
-    """The database in ``text``; UserDBError lists every problem found."""
+def parse(text: str, path: str, *, senders_only: bool = False) -> UserDB:
+    """The database in ``text``; UserDBError lists every problem found.
+    ``senders_only``: a line without any credential (``NAME:::SENDERS``)
+    is a user whose password another directory checks (S-1305)."""
     problems: list[str] = []
     users: list[User] = []
     first_line: dict[str, int] = {}
@@ -289,7 +151,7 @@ def parse(text: str, path: str) -> UserDB:
         line = _content(lines, index)
         if not line or line.startswith("#"):
             continue
-        result = _parse_line(line)
+        result = _parse_line(line, senders_only)
         if isinstance(result, str):
             problems.append(f"{path}:{index + 1}: {result}")
         elif result.name in first_line:
@@ -313,11 +175,11 @@ def decode(data: bytes, path: str) -> str:
         raise UserDBError([f"{path}:{line}: not valid UTF-8"]) from None
 
 
-def parse_bytes(data: bytes, path: str) -> UserDB:
+def parse_bytes(data: bytes, path: str, *, senders_only: bool = False) -> UserDB:
     """The database in ``data``, the content of ``path`` as the shell read it
     (``util/files.py``, which bounds the read and refuses FIFOs and
     devices); UserDBError lists every problem as ``PATH:LINE: why``."""
-    return parse(decode(data, path), path)
+    return parse(decode(data, path), path, senders_only=senders_only)
 
 
 # --- edits for ``msa.py user`` (comments, blank lines and order kept) --------

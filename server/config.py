@@ -100,6 +100,9 @@ class Config:
     state_dir: str = "/var/lib/msa"  # S-1202
     limit_messages: Limit | None = None  # S-1201; None: off
     limit_recipients: Limit | None = None
+    auth_dovecot: str | None = None  # "unix:PATH" or "inet:HOST:PORT" (S-1302); None: no Dovecot
+    auth_dovecot_timeout: float = 10.0
+    sql: str | None = None  # the SQL directory file (S-1303); None: no SQL
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -156,8 +159,12 @@ _DEFAULTS: dict[str, str] = {
     "state_dir": "/var/lib/msa",
     "limit_messages": "200/1h",
     "limit_recipients": "2000/24h",
+    "auth_dovecot": "",
+    "auth_dovecot_timeout": "10",
+    "sql": "",
 }
 
+_DOVECOT = re.compile(r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z")
 _SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
@@ -438,6 +445,30 @@ def parse(text: str, path: str) -> Config:
             return None
         return Limit(int(m.group("count")), float(seconds), raw)
 
+    auth_dovecot = None
+    raw_dovecot = values["auth_dovecot"]
+    if raw_dovecot and "auth_dovecot" not in refused:
+        m = _DOVECOT.match(raw_dovecot)
+        why = None if m else ("must be unix:/PATH (Dovecot's auth listener, e.g. unix:/run/dovecot/auth-msa) "
+                              "or inet:HOST:PORT")
+        if m and m.group("port") and not 0 < int(m.group("port")) < 65536:
+            why = f"port {m.group('port')} out of range"
+        elif m and m.group("v6"):
+            try:
+                ipaddress.IPv6Address(m.group("v6"))
+            except ValueError:
+                why = f"{m.group('v6')!r} is not an IPv6 address"
+        elif m and m.group("host"):
+            try:
+                ipaddress.ip_address(m.group("host"))
+            except ValueError:
+                if (bad := host_name_problem(m.group("host"))) is not None:
+                    why = f"{m.group('host')!r} is neither an IP address nor a host name: {bad}"
+        if why:
+            problems.append(f"{where('auth_dovecot')}: auth_dovecot {raw_dovecot!r} {why}")
+        else:
+            auth_dovecot = raw_dovecot
+
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
         problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
@@ -476,6 +507,9 @@ def parse(text: str, path: str) -> Config:
         state_dir=rel(values["state_dir"]),
         limit_messages=limit("limit_messages"),
         limit_recipients=limit("limit_recipients"),
+        auth_dovecot=auth_dovecot,
+        auth_dovecot_timeout=number("auth_dovecot_timeout", 0.1, 600),
+        sql=rel(values["sql"]) if values["sql"] else None,
         lines=lines,
     )
     if problems:

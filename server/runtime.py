@@ -252,7 +252,7 @@ def load_users(cfg: Config, warn: Callable[[str], None] = maillog.warning) -> sa
     """The users database `users` names (directory/usersfile.py)."""
     from directory.usersfile import load_users as load
 
-    return load(cfg.users, cfg.where("users"), warn)
+    return load(cfg.users, cfg.where("users"), warn, senders_only=bool(cfg.sql or cfg.auth_dovecot))
 
 
 def load_apps(cfg: Config) -> Any:

@@ -83,11 +83,23 @@ def test_empty_argon2_with_scram_is_accepted():  # CONTRACT.md: a user imported 
 
 
 @pytest.mark.parametrize("bad", [line(phc="", scram=None), line(phc="", scram=""), "alice:::"])
-def test_empty_argon2_without_scram_is_an_error_with_file_and_line(bad):  # CONTRACT.md
+def test_empty_argon2_without_scram_is_an_error_with_file_and_line(bad):  # CONTRACT.md, S-1305
     problems = problems_of("# users\n\n" + bad + "\n")
     assert problems == [
-        "/etc/msa/users.db:3: empty argon2 hash (allowed only with a SCRAM-SHA-256 credential in the fifth field)"
+        "/etc/msa/users.db:3: empty argon2 hash (allowed only with a SCRAM-SHA-256 credential in the fifth field, "
+        "or, with no credential at all, for a user whose password sql or auth_dovecot checks)"
     ]
+
+
+def test_a_senders_only_line_is_a_user_when_another_directory_checks_passwords():  # S-1305
+    from sasl import parse
+
+    db = parse("alice:::alice@example.com,@example.org\n", "users.db", senders_only=True)
+    user = db.get("alice")
+    assert user is not None and not user.argon2 and not user.scram and user.cram is None
+    assert db.may_send_as("alice", "x@example.org") and not db.may_send_as("alice", "x@example.net")
+    with pytest.raises(Exception):  # a CRAM-MD5 credential alone is still no password
+        parse("alice::" + "0" * 64 + ":alice@example.com\n", "users.db", senders_only=True)
 
 
 @pytest.mark.parametrize(
