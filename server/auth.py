@@ -85,7 +85,7 @@ class Authenticator:
         cfg = self.server.runtime.config
         source = b""
         if cfg.tls_key:
-            from . import files
+            from util import files
 
             try:
                 source = files.read_regular(cfg.tls_key, files.TLS_MAX_OCTETS)
