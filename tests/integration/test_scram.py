@@ -191,6 +191,19 @@ def test_fake_salts_hold_across_processes_while_the_store_fails(tmp_path, fault)
     assert salts == {before}
 
 
+def test_fake_salts_hold_across_processes_with_an_unusable_state_dir(tmp_path, certs):  # S-514 amended
+    # No secret file can be made at all: the salts then come from a secret
+    # derived from the TLS key, the same in every process, never a random one.
+    users = tmp_path / "users.db"
+    msatest.add_user(users, "alice", PASSWORD, ["alice@example.org"], scram=True)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    conf = msatest.write_config(tmp_path, certs, users=users, trusted_networks="", auth_scram="yes",
+                                require_tls_for_auth="no", state_dir=blocker, listen="127.0.0.1:0 starttls")
+    salts = {_inetd_salt(conf, "ghost") for _ in range(3)}
+    assert len(salts) == 1
+
+
 def msmtp(m, mode: str, user: str, password: str, tmp_path, certs) -> subprocess.CompletedProcess:
     args = [MSMTP, "--host=localhost", f"--port={m.ports[mode]}", "--tls=on",
             f"--tls-starttls={'on' if mode == 'starttls' else 'off'}", f"--tls-trust-file={certs.cert}",
