@@ -99,6 +99,12 @@ class UsersFile:
         user = self.users.get(name)
         return user is not None and bool(user.argon2 or user.scram)
 
+    def stored(self, name: str) -> str:
+        """The password credential kept for `name` ("" when none): what the
+        credential cache keys on, so a changed one misses (S-512)."""
+        user = self.users.get(name)
+        return (user.argon2 or user.scram or "") if user is not None else ""
+
     def authenticate(self, name: str, password: bytes, client: Client) -> Verdict:
         """PLAIN/LOGIN against the stored hash; the same cost for an unknown
         name (S-510). The argon2 slot is the caller's to hold."""

@@ -41,16 +41,19 @@ def tls_failed(sid: str, client: str, reason: str) -> None:
     emit_info("%s: SSL_accept error from %s: %s", sid, client, esc(reason))
 
 
-def auth_ok(sid: str, client: str, method: str, user: str, app: str | None = None) -> None:
-    """``app``: the label of the app password used (S-515)."""
-    client_line(sid, client, method, user, app)
+def auth_ok(sid: str, client: str, method: str, user: str, app: str | None = None,
+            directory: str | None = None) -> None:
+    """``app``: the label of the app password used (S-515); ``directory``:
+    the one that knew the user (S-1301), said when more than users.db is in use."""
+    client_line(sid, client, method, user, app, directory)
 
 
-def client_line(sid: str, client: str, method: str, user: str, app: str | None) -> None:
-    if app is not None:
-        emit_info("%s: client=%s, sasl_method=%s, sasl_username=%s, app=%s", sid, client, method, esc(user), esc(app))
-    else:
-        emit_info("%s: client=%s, sasl_method=%s, sasl_username=%s", sid, client, method, esc(user))
+def client_line(sid: str, client: str, method: str, user: str, app: str | None,
+                directory: str | None = None) -> None:
+    tail = f", app={esc(app)}" if app is not None else ""
+    if directory is not None:
+        tail += f", directory={directory}"
+    emit_info("%s: client=%s, sasl_method=%s, sasl_username=%s%s", sid, client, method, esc(user), tail)
 
 
 def auth_failed(client: str, method: str, user: str | None, reason: str) -> None:
@@ -60,9 +63,10 @@ def auth_failed(client: str, method: str, user: str | None, reason: str) -> None
     )
 
 
-def client(qid: str, client: str, method: str | None, user: str | None, app: str | None = None) -> None:
+def client(qid: str, client: str, method: str | None, user: str | None, app: str | None = None,
+           directory: str | None = None) -> None:
     if user:
-        client_line(qid, client, method or "", user, app)
+        client_line(qid, client, method or "", user, app, directory)
     else:
         emit_info("%s: client=%s", qid, client)
 

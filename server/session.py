@@ -47,11 +47,21 @@ class _Policy:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.app: Any = None  # the sasl.apppass.AppPassword used, if any
-        self.holds: list[Any] = []  # server.state.Hold of the transaction in progress
+        self.source = "users.db"  # where the user's senders come from (S-1305)
+        self.rules: Any = None  # sasl.senders.SenderRules; None: users.db's, read at each check
+        self.holds: list[Any] = []  # state.Hold of the transaction in progress
+
+    def logged_in(self, app: Any, source: str, rules: Any) -> None:
+        """AUTH succeeded: the app password used (S-515) and the senders (S-1305)."""
+        self.app, self.source, self.rules = app, source, rules
 
     def may_send_as(self, user: str, address: str) -> bool:
-        users = self.server.runtime.users
-        if users is None or not users.may_send_as(user, address):
+        if self.rules is not None:
+            allowed = self.rules.allows(address)
+        else:
+            users = self.server.runtime.users
+            allowed = users is not None and users.may_send_as(user, address)
+        if not allowed:
             return False
         if self.app is None:
             return True
@@ -96,6 +106,8 @@ class Session:
         self.conn: Connection | None = None
         self.policy = _Policy(server)  # knows the app password the session logged in with
         self.message: Any = None  # delivery.message.Message, from DATA to the final reply
+        self.local_ip, self.local_port = transport.local_address()
+        self.directory: str | None = None  # the directory that knew the user (S-1301)
         self.qid: str | None = None
         self.sender: str | None = None
         self.method: str | None = None
@@ -202,7 +214,7 @@ class Session:
                 self._messages += 1
                 if self.qid != self.sid or conn.user is None:  # else logged at AUTH
                     app = self.policy.app.label if self.policy.app is not None else None
-                    maillog.client(self.qid, self.client, self.method, conn.user, app)
+                    maillog.client(self.qid, self.client, self.method, conn.user, app, self.directory)
             elif isinstance(ev, Reset):
                 self._drop_message()
                 self.policy.give_back()

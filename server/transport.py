@@ -63,6 +63,16 @@ class SocketTransport:
     def can_starttls(self) -> bool:
         return True
 
+    def local_address(self) -> tuple[str | None, int | None]:
+        """msa's own address and port of this connection (Dovecot's lip, lport)."""
+        try:
+            address = self.sock.getsockname()
+        except OSError:
+            return None, None
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(address[0]), int(address[1])
+        return None, None
+
     def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
         sock = self.tls or self.sock
         deadline = time.monotonic() + timeout
@@ -167,6 +177,9 @@ class PipeTransport:
     @property
     def can_starttls(self) -> bool:
         return False
+
+    def local_address(self) -> tuple[str | None, int | None]:
+        return None, None
 
     def recv(self, size: int, timeout: float, wake_fd: int | None = None) -> bytes:
         wait(self.rfd, READABLE, time.monotonic() + timeout, wake_fd)

@@ -84,7 +84,7 @@ def test_app_password_logs_in_with_plain_and_login_and_is_logged(start_msa, tmp_
     w, code = login(m, PASSWORD)
     assert code == 235
     w.close()
-    assert re.search(r"sasl_method=PLAIN, sasl_username=alice$", m.log(), re.M)
+    assert re.search(r"sasl_method=PLAIN, sasl_username=alice, directory=users.db$", m.log(), re.M)
     # Someone else's name with alice's app password: no.
     w, code = login(m, secret, user="bob")
     assert code == 535

@@ -127,7 +127,7 @@ def check_delivery(m: msatest.MsaProcess, p: subprocess.CompletedProcess, *, mec
         assert strip_received(d.data) == data  # S-302, S-704, S-708: byte for byte
     # README "Logs": the mechanism the client really chose.
     m.wait_log(rf"client=unknown\[127\.0\.0\.1\]:\d+, "
-               rf"sasl_method={re.escape(mechanism)}, sasl_username={USER}\n")
+               rf"sasl_method={re.escape(mechanism)}, sasl_username={USER}, directory=users.db\n")
     return d
 
 
