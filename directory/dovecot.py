@@ -358,6 +358,9 @@ class DovecotDirectory:
         except _Broken as e:
             self._outage(str(e))
             return Verdict(known=True, temporary=True, reason=f"dovecot: {self.address}: {e}")
+        except Exception as e:  # a bug here must not end the session, nor log what was sent
+            self._outage(f"internal error ({type(e).__name__})")
+            return Verdict(known=True, temporary=True, reason=f"dovecot: internal error ({type(e).__name__})")
         self._answered()
         return self._verdict(fields)
 
@@ -400,7 +403,7 @@ class DovecotDirectory:
         if client.tls:
             parts.append("secured=tls")
         parts.append("no-penalty")
-        return "\t".join(parts).encode("utf-8", "surrogateescape")
+        return "\t".join(parts).encode("utf-8", "replace")
 
     def _ask(self, params: bytes, resp: bytes, deadline: float) -> list[str]:
         """The answer's fields for one AUTH: a fresh connection, or an idle
