@@ -24,9 +24,10 @@ Decisions:
   own default ``auth_username_format = %Lu`` lower-cases too). It is a
   failure when it carries ``nologin`` or ``proxy`` (Dovecot's own login
   processes then do not log the user in here: ``nologin`` refuses, ``proxy``
-  hands the login to another server, whose passdb may not even have checked
-  the password, ``nopassword``), when ``user=`` is missing, or when the name
-  is not one msa could log (controls, spaces, ``:``, over 255 octets).
+  hands the login to a backend that checks it, and a proxy passdb commonly
+  says ``nopassword``, so this OK proves nothing), when ``user=`` is
+  missing, or when the name is not one msa could log (controls, spaces,
+  ``:``, over 255 octets).
 - ``FAIL`` with ``code=temp_fail`` is temporary (454); any other ``FAIL``,
   and a ``CONT`` (PLAIN needs no second step), is a failure (535). Dovecot's
   ``reason=`` lands in the Verdict's reason, for the log only.
@@ -34,12 +35,14 @@ Decisions:
   (S-1301) and a ``FAIL`` does not say whether it holds the name.
 - A name or password holding TAB, CR, LF or NUL is a failure and Dovecot
   is never asked.
-- A connection serves one request at a time: ``max_connections`` requests
-  at once per process (others wait, within the same timeout), ``keep`` idle
-  connections kept. A connection that saw any error, or a reply it did not
-  expect, is closed, never reused. An idle one the server closed is noticed
-  before reuse; a reused one that breaks before its answer is retried once
-  on a fresh connection.
+- A connection serves one request at a time (no answers to route between
+  threads; a timed-out request dies with its connection):
+  ``max_connections`` requests at once per process (others wait, within the
+  same timeout), ``keep`` idle connections kept. A connection that saw an
+  error or a ``CONT`` is closed, never reused. An idle one the server
+  closed (a restart) is noticed before reuse; a reused one that reaches
+  end of file or a reset before its answer is retried once on a fresh one
+  (never after a timeout).
 - A socket that is missing or refuses, a broken or over-long (16 KiB) line,
   a handshake without ``VERSION 1`` or ``MECH PLAIN``, or no answer within
   ``timeout`` is a temporary Verdict; one ``warn`` line per outage, one
@@ -63,7 +66,7 @@ import unicodedata
 
 from . import Client, Verdict, Warn
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_LINE", "DovecotDirectory", "parse_address"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_LINE", "DovecotDirectory", "parse_address", "tab_escape", "tab_unescape"]
 
 #: Seconds for one attempt, waiting for a free connection included. Above
 #: Dovecot's auth_failure_delay (2 s), which delays every FAIL.
