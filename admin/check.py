@@ -57,6 +57,7 @@ def run(path: str, out: TextIO) -> int:
         problems.extend(e.problems)
 
     _check_apps(cfg, db, problems, warnings)
+    _check_directories(cfg, problems, warnings)
 
     if cfg.dkim_keys is not None:
         _check_dkim(cfg, problems, warnings, notes)
@@ -99,6 +100,36 @@ def run(path: str, out: TextIO) -> int:
     for p in problems:
         print(p, file=out)
     return 1 if problems else 0
+
+
+def _check_directories(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:
+    """S-1302: the Dovecot handshake; S-1303: the SQL file, its driver and
+    each query, run once with a name that cannot exist."""
+    if cfg.auth_dovecot:
+        from directory.dovecot import DovecotDirectory
+
+        dovecot = DovecotDirectory(cfg.auth_dovecot, warn=lambda _: None, info=lambda _: None,
+                                   timeout=cfg.auth_dovecot_timeout)
+        try:
+            if why := dovecot.check():
+                problems.append(f"{cfg.where('auth_dovecot')}: auth_dovecot: {why}")
+        finally:
+            dovecot.close()
+    if cfg.sql:
+        from directory import sql
+
+        try:
+            settings = sql.load_settings(cfg.sql)
+        except sql.SqlConfigError as e:
+            problems.extend(e.problems)
+            return
+        if why := sql.mode_problem(cfg.sql):
+            warnings.append(why)
+        directory = sql.SqlDirectory(settings, warn=lambda _: None, info=lambda _: None)
+        try:
+            problems.extend(directory.check())
+        finally:
+            directory.close()
 
 
 def _check_apps(cfg: config_mod.Config, db: object, problems: list[str], warnings: list[str]) -> None:

@@ -58,6 +58,7 @@ class Submission:
     fix: Any  # headers.FixContext; `now` and `random` are set when the header is fixed
     xforward: tuple[tuple[str, str], ...]  # S-806's attributes for the SMTP hand-off
     may_send_as: Callable[[str], bool]  # S-602, for an authenticated user
+    senders_hint: str | None = None  # where the user's senders come from, for a refusal's log line (S-1305)
 
 
 class Message:
@@ -237,6 +238,8 @@ class Message:
                 # satellite MTA's bounce looks like (README "The users
                 # database"): say what would let it through.
                 hint = f"a bounce from an MTA relaying as {user}? add <{problem.address}> to {user}'s senders"
+            else:
+                hint = sub.senders_hint
         elif problem.kind == "no_from":
             reply = R.NO_FROM_HEADER
         else:

@@ -89,5 +89,5 @@ def run(cfg: Config, implicit_tls: bool) -> int:
     server = Server(runtime)
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
     Session(server, transport, ip, port, implicit_tls).run()
-    server.close_handoff()
+    server.close()
     return 0

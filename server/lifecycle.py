@@ -32,19 +32,43 @@ WATCH_INTERVAL = 1.0
 
 
 def reload(server: Server) -> bool:
-    """Swap in a new runtime if both the users database and the certificate
-    load; otherwise log why and keep the old one (DESIGN.md)."""
+    """Swap in a new runtime if the users database, the certificate and the
+    directories load; otherwise log why and keep the old one (DESIGN.md).
+    The directory settings (`sql`, `auth_dovecot`) are read again from the
+    configuration file (S-1307); the rest of it needs a restart."""
     old = server.runtime
+    cfg = _directory_settings(old.config)
     try:
-        new = build_runtime(old.config, old)
+        new = build_runtime(cfg, old)
     except StartupError as e:
         for p in e.problems:
             maillog.error(f"reload failed, keeping the previous configuration: {p}")
         return False
     server.swap(new)
+    for directory in old.others:
+        if directory not in new.others:
+            directory.close()
     apps = f", {len(new.apps)} app passwords" if new.apps else ""
-    maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users{apps}")
+    names = "".join(f", {d.name}" for d in new.others)
+    maillog.info(f"reloaded: {len(new.users) if new.users is not None else 0} users{apps}{names}")
     return True
+
+
+def _directory_settings(cfg: Config) -> Config:
+    """`cfg` with the directory keys as the configuration file says now
+    (S-1307); the same `cfg` when the file no longer parses (logged)."""
+    import dataclasses
+
+    from .config import ConfigError, load
+
+    try:
+        now = load(cfg.path)
+    except ConfigError as e:
+        for p in e.problems:
+            maillog.error(f"reload: {p}; the directories stay as they were")
+        return cfg
+    return dataclasses.replace(cfg, sql=now.sql, auth_dovecot=now.auth_dovecot,
+                               auth_dovecot_timeout=now.auth_dovecot_timeout, lines=now.lines)
 
 
 def _systemd_sockets() -> list[tuple[socket.socket, str]]:
@@ -233,7 +257,7 @@ def serve(cfg: Config) -> int:
 
     from directory.usersfile import Watch
 
-    watch = Watch([cfg.users, cfg.app_passwords])
+    watch = Watch([cfg.users, cfg.app_passwords, cfg.sql or ""])
     while not stop.is_set():
         stop.wait(WATCH_INTERVAL)
         if watch.changed() | hup.is_set():  # both looked at: a change seen now is not seen again
@@ -265,6 +289,6 @@ def serve(cfg: Config) -> int:
         maillog.warning(f"stopping with {len(left)} session(s) still open")
         for s in left:
             s.force_close()
-    server.close_handoff()
+    server.close()
     maillog.info("stopped")
     return 0

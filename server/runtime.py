@@ -35,22 +35,26 @@ class Runtime:
     users: Any  # sasl.UserDB (empty when the file is missing)
     dkim: Any = None  # delivery.dkim_keys.KeySet when dkim_keys is set
     apps: Any = None  # sasl.apppass.AppPasswords (empty when the file is missing)
+    #: The directories in S-1301's order (directory/): users.db, then SQL and
+    #: Dovecot when configured; () is users.db alone (made when asked).
+    others: tuple[Any, ...] = ()
 
     @property
     def directories(self) -> tuple[Any, ...]:
-        """The directories in S-1301's order (directory/): users.db first."""
         from directory.usersfile import UsersFile
 
-        return (UsersFile(self.users),)
+        return (UsersFile(self.users), *self.others)
 
     def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
         c = self.config
         mechanisms: tuple[str, ...] = ()
         if mechanism_factory is not None:
             mechanisms = ("PLAIN", "LOGIN")
-            if self.users is not None and getattr(self.users, "all_have_cram", False):
+            if c.sql or c.auth_dovecot:
+                pass  # S-1302: users elsewhere have no CRAM-MD5 or SCRAM credential here
+            elif self.users is not None and getattr(self.users, "all_have_cram", False):
                 mechanisms += ("CRAM-MD5",)  # S-202: only when every user can use it
-            if c.auth_scram and self.users is not None and getattr(self.users, "all_have_scram", False):
+            if c.auth_scram and not (c.sql or c.auth_dovecot) and getattr(self.users, "all_have_scram", False):
                 mechanisms += ("SCRAM-SHA-256",)  # S-514: the same rule
         return Settings(
             hostname=c.hostname,
@@ -211,10 +215,13 @@ class Server:
         return Services(runtime.config, runtime.dkim, self.affinity, self.random, self.minting, self.signing,
                         lambda: self.handoff)
 
-    def close_handoff(self) -> None:
-        """At shutdown: kept connections to the MTA get QUIT."""
+    def close(self) -> None:
+        """At the end: kept connections to the MTA get QUIT, the
+        directories' pooled connections are closed."""
         if self._handoff is not None:
             self._handoff.close()
+        for directory in self._runtime.others:
+            directory.close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -336,6 +343,42 @@ def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = Fal
         dkim = load_dkim(cfg, previous.dkim if previous is not None else None, lazy=lazy)
     except StartupError as e:
         problems.extend(e.problems)
+    others: list[Any] = []
+    try:
+        others = load_directories(cfg, previous)
+    except StartupError as e:
+        problems.extend(e.problems)
     if problems:
         raise StartupError(problems)
-    return Runtime(cfg, ctx, users, dkim, apps)
+    return Runtime(cfg, ctx, users, dkim, apps, tuple(others))
+
+
+def load_directories(cfg: Config, previous: Runtime | None = None) -> list[Any]:
+    """SQL and Dovecot in S-1301's order, when configured (S-1302, S-1303).
+    A directory the previous runtime had with the same settings is kept,
+    with its pooled connections (S-1307: a reload re-reads the SQL file);
+    the caller closes the ones no longer used once the new runtime is in."""
+    kept = {d.name: d for d in (previous.others if previous is not None else ())}
+    out: list[Any] = []
+    if cfg.sql:
+        from directory import sql
+
+        try:
+            settings = sql.load_settings(cfg.sql)
+        except sql.SqlConfigError as e:
+            raise StartupError([*e.problems]) from None
+        old = kept.get("sql")
+        if old is not None and old.settings == settings:
+            out.append(old)
+        else:
+            out.append(sql.SqlDirectory(settings, warn=maillog.warning, info=maillog.info))
+    if cfg.auth_dovecot:
+        from directory.dovecot import DovecotDirectory
+
+        old = kept.get("dovecot")
+        if old is not None and (old.address, old.timeout) == (cfg.auth_dovecot, cfg.auth_dovecot_timeout):
+            out.append(old)
+        else:
+            out.append(DovecotDirectory(cfg.auth_dovecot, warn=maillog.warning, info=maillog.info,
+                                        timeout=cfg.auth_dovecot_timeout))
+    return out

@@ -280,7 +280,16 @@ class Session:
             conn = self.conn
             rcpt = ev.argument if ev.command == "RCPT" else None
             sender = ev.argument if ev.command == "MAIL" else ev.sender
-            maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None)
+            hint = self._senders_hint() if ev.command == "MAIL" and ev.reply.enhanced == "5.7.1" else None
+            maillog.reject(self.sid, ev.command, self.client, str(ev.reply), sender, rcpt, conn.helo if conn else None,
+                           hint)
+
+    def _senders_hint(self) -> str | None:
+        """Where the user's senders come from (S-1305), for a sender refusal's
+        log line, when more than users.db can say."""
+        if not self.server.runtime.others:
+            return None
+        return f"senders from {self.policy.source}"
 
     # -- the message ---------------------------------------------------------------------
     def _start_message(self, envelope: Any) -> None:
@@ -295,7 +304,8 @@ class Session:
         user = conn.user
         ctx = self._fix_context(envelope, qid)
         may_send_as = (lambda address: self.policy.may_send_as(user, address)) if user is not None else (lambda _: False)
-        submission = Submission(qid, self.client, user, conn.helo, envelope, ctx, self._xforward(ctx), may_send_as)
+        submission = Submission(qid, self.client, user, conn.helo, envelope, ctx, self._xforward(ctx), may_send_as,
+                                self._senders_hint() if user is not None else None)
         self.message = Message(self.server.services(), submission)
 
     def _drop_message(self) -> None:
