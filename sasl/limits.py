@@ -85,6 +85,24 @@ ARGON2_MIN_HASH_OCTETS = 4
 ARGON2_MAX_SALT_OCTETS = 1024
 ARGON2_MAX_HASH_OCTETS = 1024
 
+# --- hashes from other systems (SPEC.md S-1304) ----------------------------
+
+#: bcrypt cost (log2 of the rounds) above which a stored hash is refused:
+#: cost 16 is about 5 s of one core; Dovecot and PHP write 5 to 12.
+BCRYPT_MAX_COST = 16
+
+#: The smallest cost bcrypt defines (crypt_blowfish refuses less).
+BCRYPT_MIN_COST = 4
+
+#: SHA-crypt rounds above which a stored hash is refused (S-1304); the
+#: scheme allows up to 999,999,999, about half an hour of one core.
+SHA_CRYPT_MAX_ROUNDS = 1_000_000
+
+#: SHA-crypt's own floor, and the count a hash without ``rounds=`` uses
+#: (Ulrich Drepper's "Unix crypt using SHA-256 and SHA-512").
+SHA_CRYPT_MIN_ROUNDS = 1000
+SHA_CRYPT_IMPLICIT_ROUNDS = 5000
+
 # --- permitted senders (SPEC.md S-206, S-603) -------------------------------
 
 #: Octets of a local part and of a domain (RFC 5321 §4.5.3.1.1, §4.5.3.1.2).
