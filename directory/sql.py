@@ -142,21 +142,28 @@ class SqlDirectory:
             if (query := getattr(config, key)) is not None
         }
         self._state = threading.Lock()
-        self._down = False
+        self._failing: set[str] = set()  # the queries whose last run failed
         self._bad_senders: set[str] = set()
 
     # --- queries -----------------------------------------------------------------------
 
-    def _outage(self, why: str) -> None:
+    # An episode starts when a query fails while none is failing, and ends
+    # when every query that failed has answered again: one warning and one
+    # info line each, however many AUTHs meanwhile, and no flapping when
+    # one query is broken while the other works.
+
+    def _outage(self, key: str, why: str) -> None:
         with self._state:
-            first, self._down = not self._down, True
+            first = not self._failing
+            self._failing.add(key)
         if first:
             self._warn(f"sql: database unavailable: {why}")
 
-    def _answered(self) -> None:
+    def _answered(self, key: str) -> None:
         with self._state:
-            was_down, self._down = self._down, False
-        if was_down:
+            ended = key in self._failing and len(self._failing) == 1
+            self._failing.discard(key)
+        if ended:
             self._info("sql: database available again")
 
     def _run(self, key: str, login: str, rows: int) -> list[tuple]:
@@ -170,11 +177,11 @@ class SqlDirectory:
             try:
                 conn, reused = self._pool.take(deadline)
             except Unavailable as error:
-                self._outage(str(error))
+                self._outage(key, str(error))
                 raise
             except Exception as error:
                 why = f"cannot connect: {error_text(error, (login,))}"
-                self._outage(why)
+                self._outage(key, why)
                 raise Unavailable(why) from None
             try:
                 columns, found = self._driver.run(conn, query, login, rows + 1)
@@ -183,15 +190,15 @@ class SqlDirectory:
                 if reused and time.monotonic() < deadline:
                     continue
                 why = f"{key} failed: {error_text(error, (login,))}"
-                self._outage(why)
+                self._outage(key, why)
                 raise Unavailable(why) from None
             self._pool.give_back(conn)
             break
         if columns != 1 or len(found) > rows:
             why = f"{key} must return one column" if columns != 1 else f"{key} returned more than {rows} rows"
-            self._outage(why)
+            self._outage(key, why)
             raise Unavailable(why)
-        self._answered()
+        self._answered(key)
         return found
 
     # --- the Directory interface -----------------------------------------------------

@@ -131,13 +131,20 @@ class _MySQL(Driver):
             charset="utf8mb4",
             autocommit=True,
         )
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION sql_select_limit = %s", (MAX_ROWS,))
-            # the server stops a slow query too (read_timeout only leaves it)
-            if "mariadb" in conn.get_server_info().lower():
-                cur.execute("SET SESSION max_statement_time = %s", (timeout,))
-            else:
-                cur.execute("SET SESSION max_execution_time = %s", (max(1, round(timeout * 1000)),))
+        # Best effort, each: the server sends at most MAX_ROWS rows, and stops
+        # a slow query itself (read_timeout only stops waiting for it).
+        # MariaDB and MySQL name the second differently; an old server or
+        # a proxy without them still works, bounded by read_timeout.
+        if "mariadb" in conn.get_server_info().lower():
+            statement_bound = ("SET SESSION max_statement_time = %s", timeout)
+        else:
+            statement_bound = ("SET SESSION max_execution_time = %s", max(1, round(timeout * 1000)))
+        for statement, value in (("SET SESSION sql_select_limit = %s", MAX_ROWS), statement_bound):
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(statement, (value,))
+            except self.module.err.MySQLError:
+                pass
         return conn
 
     def run(self, conn: Any, query: str, login: str, rows: int) -> tuple[int, list[tuple]]:
@@ -208,7 +215,7 @@ def error_text(error: BaseException, secrets: Sequence[str] = ()) -> str:
     password typed into the user field, S-902) blanked."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     for secret in secrets:
-        if secret:
+        if len(secret) >= 3:  # shorter: blanking would garble the message, and hides nothing
             text = text.replace(secret, "…")
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     name = type(error).__name__

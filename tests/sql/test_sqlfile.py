@@ -198,3 +198,24 @@ def test_drivers_are_imported_only_when_configured(tmp_path):  # S-1303, DESIGN.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert out.stdout == "[]\n"
+
+
+def test_a_name_with_nul_is_refused_before_any_query(tmp_path):  # S-1303
+    from directory import Client, Verdict
+
+    path = tmp_path / "sql.conf"
+    # a database that cannot be opened: any query would be a temporary failure
+    path.write_text(
+        f"[sql]\ndsn = sqlite://{tmp_path}/absent.sqlite\ndefault_scheme = SHA256-CRYPT\n"
+        "password_query = SELECT password FROM mailbox WHERE username = :login\n"
+        "senders_query = SELECT :login\n"
+    )
+    warnings: list[str] = []
+    directory = sql.SqlDirectory(sql.load(str(path)), warn=warnings.append)
+    for name in ("alice@example.org\0", "\0", "a\0' OR '1'='1"):
+        assert directory.authenticate(name, b"pw", Client()) == Verdict(known=False, reason="name contains NUL")
+        assert directory.senders(name) == ()
+    assert warnings == []
+    assert directory.authenticate("x" * 256, b"pw", Client()) == Verdict(known=False, reason="name longer than 255 octets")
+    assert directory.authenticate("alice@example.org", b"pw", Client()).temporary  # the query was tried
+    assert len(warnings) == 1 and "unable to open database file" in warnings[0]
