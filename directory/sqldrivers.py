@@ -24,6 +24,9 @@ with varchar columns (and uses their indexes) as any literal would.
 from __future__ import annotations
 
 import math
+import os
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -37,6 +40,11 @@ __all__ = ["Driver", "DriverMissing", "driver_for"]
 #: an error by the caller (it asked for fewer), and no more are fetched.
 #: MySQL is told so too (``sql_select_limit``), so the server sends no more.
 MAX_ROWS = 1001
+
+#: Seconds past ``timeout`` after which a PostgreSQL query still waiting is
+#: cut off by the client: statement_timeout is the server's, and a server
+#: that hangs or a network that drops packets never sends its error.
+_SEVER_GRACE = 1.0
 
 #: How often (in SQLite virtual machine steps) the SQLite deadline is looked at.
 _SQLITE_STEPS = 1000
@@ -111,11 +119,28 @@ class _Postgres(Driver):
         return conn
 
     def run(self, conn: Any, query: str, login: str, rows: int) -> tuple[int, list[tuple]]:
-        # A server-side cursor, so that no more than ``rows`` rows are sent.
-        with conn.transaction(), conn.cursor(name="msa_directory") as cur:
-            cur.execute(query, {"login": login})
-            columns = len(cur.description or ())
-            return columns, cur.fetchmany(rows)
+        watchdog = threading.Timer(self.config.timeout + _SEVER_GRACE, _sever, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            # A server-side cursor, so that no more than ``rows`` rows are sent.
+            with conn.transaction(), conn.cursor(name="msa_directory") as cur:
+                cur.execute(query, {"login": login})
+                columns = len(cur.description or ())
+                return columns, cur.fetchmany(rows)
+        finally:
+            watchdog.cancel()
+
+
+def _sever(conn: Any) -> None:
+    """Shut a connection's socket down, so that a query waiting on it ends
+    with an error now (psycopg has no client-side query timeout). The
+    connection is dropped by the pool after that error."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # noqa: S110 - already closed: nothing is waiting on it
+        pass
 
 
 class _MySQL(Driver):

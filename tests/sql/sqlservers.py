@@ -118,6 +118,24 @@ class Server:
     def admin(self):  # noqa: ANN201 - a DB-API connection
         raise NotImplementedError
 
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to the server and its children (PostgreSQL's backends)."""
+        if self.pid is None:
+            return
+        pids = [self.pid]
+        for stat_file in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat_file).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.pid:  # the parent pid
+                pids.append(int(stat_file.split("/")[2]))
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def counts(self) -> dict[str, int]:
         """Rows per table: the tables are intact when these are schema.EXPECTED_COUNTS."""
         conn = self.admin()

@@ -328,3 +328,70 @@ def test_one_broken_query_is_one_warning_not_a_flapping_outage(db, sql_conf, ope
         with pytest.raises(Unavailable, match="senders_query failed"):
             directory.senders("sha256@example.org")
     assert len(log.warnings) == 1 and log.infos == []
+
+
+@pytest.mark.parametrize(
+    ("socket_name", "dsn", "bound"),
+    [
+        (".s.PGSQL.5432", "postgresql:///mail?host={dir}&user=msa", 4.0),  # libpq's connect_timeout: 2 s at least
+        ("mysqld.sock", "mysql://msa@localhost/mail?unix_socket={dir}/mysqld.sock", 3.0),
+    ],
+)
+def test_a_server_that_never_answers_is_bounded_too(tmp_path, open_dir, socket_name, dsn, bound):  # S-1303
+    """A socket that takes connections and never answers (a hung server):
+    the connection attempt gives up within the timeout, not never."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / socket_name))
+    listener.listen(16)  # never accepted: the kernel queues the client, nobody speaks
+    try:
+        path = tmp_path / "sql.conf"
+        path.write_text(
+            f"[sql]\ndsn = {dsn.format(dir=tmp_path)}\ntimeout = 1\ndefault_scheme = SHA256-CRYPT\n"
+            "password_query = SELECT password FROM mailbox WHERE username = :login\n"
+        )
+        directory, log = open_dir(str(path))
+        started = time.monotonic()
+        verdict = directory.authenticate("bcrypt@example.org", schema.PASSWORD, CLIENT)
+        elapsed = time.monotonic() - started
+        assert verdict.temporary and not verdict.ok
+        assert 0.9 < elapsed < bound, elapsed  # it waited (the socket took the connection), then gave up
+        assert len(log.warnings) == 1 and "cannot connect" in log.warnings[0], log.warnings
+    finally:
+        listener.close()
+
+
+def test_postgres_scheme_alias(postgres, sql_conf, open_dir):  # S-1303
+    directory, _ = open_dir(sql_conf(postgres, dsn=postgres.dsn.replace("postgresql://", "postgres://")))
+    assert directory.authenticate("sha256@example.org", schema.PASSWORD, CLIENT).ok
+
+
+def test_a_hung_server_mid_query_is_bounded(db_server, sql_conf, open_dir):  # S-1303
+    """The server stops answering while a pooled connection waits on it (a
+    frozen host, a network that drops packets): no server-side timeout can
+    fire, so the client gives up (PyMySQL's read_timeout; for psycopg, the
+    socket is shut after timeout + 1 s)."""
+    import signal
+
+    directory, log = open_dir(sql_conf(db_server, timeout=1, default_scheme="SHA256-CRYPT"))
+    assert directory.authenticate("sha256@example.org", schema.PASSWORD, CLIENT).ok  # pooled now
+    verdicts: list[Verdict] = []
+    attempt = threading.Thread(
+        target=lambda: verdicts.append(directory.authenticate("sha256@example.org", schema.PASSWORD, CLIENT))
+    )
+    db_server.signal_all(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        attempt.start()
+        attempt.join(10)  # without a client-side bound it would wait for as long as the server sleeps
+        elapsed = time.monotonic() - started
+    finally:
+        db_server.signal_all(signal.SIGCONT)
+        attempt.join()
+    [verdict] = verdicts
+    assert verdict.temporary and not verdict.ok
+    assert 0.9 < elapsed < 3.5, elapsed
+    assert len(log.warnings) == 1
+    assert directory.authenticate("sha256@example.org", schema.PASSWORD, CLIENT).ok
+    assert log.infos == ["sql: database available again"]
