@@ -311,7 +311,7 @@ def verify(stored: str | Stored, password: bytes) -> Check:
     """Check ``password`` against ``stored`` (a hash as the database holds it,
     or what ``describe`` made of it). Bounds are checked before anything is
     computed; an unusable hash is ``Check(ok=False, problem=...)``."""
-    described = describe(stored) if isinstance(stored, str) else stored
+    described = stored if isinstance(stored, Stored) else describe(stored)
     if described.problem is not None:
         return Check(ok=False, problem=described.problem)
     try:

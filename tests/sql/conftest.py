@@ -18,28 +18,45 @@ import sqlservers
 KINDS = {"postgresql": sqlservers.Postgres, "mariadb": sqlservers.MariaDB, "sqlite": sqlservers.SQLite}
 
 
+class Servers:
+    """The session's servers, each started at most once. Asking for
+    PostgreSQL or MariaDB starts both at once, in threads (together they
+    take about as long as the slower one); SQLite starts alone."""
+
+    SERVERS = ("postgresql", "mariadb")
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=len(KINDS), thread_name_prefix="sql-server")
+        self._futures: dict[str, Future] = {}
+
+    def get(self, kind: str) -> sqlservers.Server:
+        for each in self.SERVERS if kind in self.SERVERS else (kind,):
+            if each not in self._futures:
+                self._futures[each] = self._pool.submit(KINDS[each])
+        try:
+            return self._futures[kind].result(timeout=sqlservers.START_SECONDS * 2)
+        except sqlservers.ProgramMissing as missing:
+            pytest.skip(str(missing))
+
+    def stop_all(self) -> None:
+        for future in self._futures.values():
+            try:
+                server = future.result(timeout=sqlservers.START_SECONDS * 2)
+            except Exception:  # noqa: S110 - it failed to start; nothing to stop
+                continue
+            server.cleanup()
+        self._pool.shutdown(wait=False)
+
+
 @pytest.fixture(scope="session")
 def sql_servers():
-    """``kind -> Future[Server]``: every server starting at once, in threads."""
-    pool = ThreadPoolExecutor(max_workers=len(KINDS), thread_name_prefix="sql-server")
-    futures: dict[str, Future] = {kind: pool.submit(make) for kind, make in KINDS.items()}
-    pool.shutdown(wait=False)
-    yield futures
-    for future in futures.values():
-        if future.done() and future.exception() is None:
-            future.result().cleanup()
-        elif not future.done():  # still starting: wait, then stop it
-            try:
-                future.result(timeout=sqlservers.START_SECONDS).cleanup()
-            except Exception:  # noqa: S110 - it failed to start; nothing to stop
-                pass
+    servers = Servers()
+    yield servers
+    servers.stop_all()
 
 
-def server(sql_servers, kind: str) -> sqlservers.Server:
-    try:
-        return sql_servers[kind].result(timeout=sqlservers.START_SECONDS * 2)
-    except sqlservers.ProgramMissing as missing:
-        pytest.skip(str(missing))
+def server(sql_servers: Servers, kind: str) -> sqlservers.Server:
+    return sql_servers.get(kind)
 
 
 @pytest.fixture(params=list(KINDS))

@@ -121,13 +121,14 @@ def test_unknown_login_costs_a_check_of_default_scheme(sqlite, sql_conf, open_di
     directory, _ = open_dir(sql_conf(sqlite, default_scheme="SHA512-CRYPT"))
     known: list[float] = []
     unknown: list[float] = []
-    for _ in range(15):  # interleaved; the fastest of each, since other load only adds
+    for _ in range(25):  # interleaved; the fastest of each, since other load only adds
         for times, name in ((known, "sha512@example.org"), (unknown, "nobody@example.org")):
             started = time.perf_counter()
             directory.authenticate(name, b"wrong", CLIENT)
             times.append(time.perf_counter() - started)
-    # without the dummy an unknown login would cost a query only, tens of times less
-    assert 1 / 1.5 < min(unknown) / min(known) < 1.5
+    # without the dummy an unknown login would cost a query only, tens of
+    # times less; the bound leaves room for noise on a shared machine
+    assert 1 / 2 < min(unknown) / min(known) < 2
 
 
 # --- senders -------------------------------------------------------------------------------

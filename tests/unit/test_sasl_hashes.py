@@ -168,6 +168,11 @@ def test_malformed_hashes_fail_with_a_problem_never_raise(stored):  # S-1304
     assert len(check.problem) < 120
 
 
+def test_what_a_database_column_may_hold_never_raises():  # S-1304
+    for value in (None, b"$6$x", 42, ["$6$"]):
+        assert hashes.verify(value, PASSWORD) == hashes.Check(ok=False, problem="empty password hash")
+
+
 # --- bounds: refused before anything is computed ---------------------------------------
 
 
@@ -237,7 +242,7 @@ def test_dummy_check_costs_about_what_a_real_check_costs():  # S-510
     stored = hashes.describe(bare(VECTORS["SHA512-CRYPT"]))
     real: list[float] = []
     fake: list[float] = []
-    for _ in range(15):  # interleaved, and the fastest of each: other load only adds time
+    for _ in range(25):  # interleaved, and the fastest of each: other load only adds time
         for times, check in (
             (real, lambda: hashes.verify(stored, b"wrong")),
             (fake, lambda: hashes.verify_dummy(b"wrong", "SHA512-CRYPT")),
@@ -245,7 +250,9 @@ def test_dummy_check_costs_about_what_a_real_check_costs():  # S-510
             started = time.perf_counter()
             check()
             times.append(time.perf_counter() - started)
-    assert 1 / 1.5 < min(fake) / min(real) < 1.5
+    # the same scheme and cost: equal but for noise (the machine is shared);
+    # a dummy of another cost (1000 or 50000 rounds) is 5 or 10 times off
+    assert 1 / 2 < min(fake) / min(real) < 2
 
 
 # --- optional packages: imported only when needed, a missing one named ----------------
