@@ -7,7 +7,10 @@ checks, the DSN forms (``postgresql://`` or ``postgres://``, ``mysql://``
 with an optional ``?unix_socket=PATH``, ``sqlite:///PATH``), a bounded read
 of the file, and the warning about its mode (it holds a database password).
 Every problem is ``FILE:LINE: why``, or ``FILE: why`` when no line is to
-blame. It opens no database and imports no driver (``sqldrivers`` does).
+blame. Since CONTRACT.md's example comments its lines (``dsn = ... # or
+mysql://...``), whitespace followed by ``#`` ends every value, the
+password's too: a password with `` #`` in it, or with leading or trailing
+spaces, goes in the DSN, percent-encoded. It opens no database and imports no driver (``sqldrivers`` does).
 Imports: the standard library and ``sasl.hashes`` (the scheme names).
 """
 
