@@ -7,7 +7,8 @@ library's sqlite3), naming the package when it is missing, connecting with
 the file's ``timeout`` on the connection and on each statement, the
 translation of ``:login`` into the driver's bound parameter, and running one
 query for at most a given number of rows. It keeps no connection: the pool
-in ``sql`` does.
+in ``sql`` does. Imports: the standard library, ``sqlfile``, and the one
+driver configured (lazily); never ``server/``, ``delivery/`` or ``state/``.
 
 ``:login`` is always a bound parameter, never pasted into the text, and is
 typed as text. With PostgreSQL, psycopg's default string dumper sends it

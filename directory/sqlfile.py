@@ -11,7 +11,8 @@ blame. Since CONTRACT.md's example comments its lines (``dsn = ... # or
 mysql://...``), whitespace followed by ``#`` ends every value, the
 password's too: a password with `` #`` in it, or with leading or trailing
 spaces, goes in the DSN, percent-encoded. It opens no database and imports no driver (``sqldrivers`` does).
-Imports: the standard library and ``sasl.hashes`` (the scheme names).
+Imports: the standard library and ``sasl.hashes`` (the scheme names);
+never ``server/``, ``delivery/`` or ``state/``.
 """
 
 from __future__ import annotations

@@ -19,8 +19,10 @@ Every check is bounded before anything is computed: argon2 as S-1013
 rounds ≤ 1,000,000. ``dummy(scheme)`` gives a hash of a random password per
 scheme, so that an unknown login costs what a known one costs (S-510).
 
-Sans-IO: no file, socket, thread or process; nothing here raises for what a
-database or a client sends. bcrypt and passlib are imported only when a
+Sans-IO: no file, socket, thread or process, and it must not import
+``socket``, ``threading``, ``server`` or ``directory`` (the SQL directory
+calls it, not the other way); nothing here raises for what a database or a
+client sends. Its bounds live in ``limits``. bcrypt and passlib are imported only when a
 hash needs them; a missing one is a ``Check`` whose ``problem`` names the
 package, not an ImportError.
 """
@@ -78,20 +80,6 @@ _UNSUPPORTED_IDS = {
     "md5": "SUN-MD5-CRYPT",
     "argon2d": "ARGON2D",
 }
-
-#: Longest stored hash looked at: an argon2 PHC string with the largest
-#: salt and tag of S-1013 stays well under it.
-MAX_STORED_CHARS = 4096
-
-#: Octets of the password bcrypt uses: crypt_blowfish (which Dovecot and
-#: PHP call) ignores the rest, and the ``bcrypt`` package refuses more.
-BCRYPT_PASSWORD_OCTETS = 72
-
-#: What Dovecot's ``doveadm pw`` writes, so that a dummy costs what the
-#: hashes in a PostfixAdmin database cost: bcrypt cost 5, SHA-crypt's
-#: implicit 5000 rounds. argon2 dummies use argon2-cffi's defaults (S-510).
-DUMMY_BCRYPT_COST = 5
-DUMMY_SHA_CRYPT_ROUNDS = 5000
 
 _SCHEME_NAME = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 _ARGON2 = re.compile(
@@ -226,8 +214,8 @@ def describe(stored: str) -> Stored:
     """
     if not isinstance(stored, str) or not stored:
         return Stored(scheme="empty", problem="empty password hash")
-    if len(stored) > MAX_STORED_CHARS:
-        return Stored(scheme="unrecognized", problem=f"hash longer than {MAX_STORED_CHARS} characters")
+    if len(stored) > limits.MAX_STORED_HASH_CHARS:
+        return Stored(scheme="unrecognized", problem=f"hash longer than {limits.MAX_STORED_HASH_CHARS} characters")
     if not stored.isascii() or not stored.isprintable():
         return Stored(scheme="unrecognized", problem="hash has characters that no supported scheme uses")
     prefix = None
@@ -297,7 +285,7 @@ def _matches(stored: Stored, password: bytes) -> bool:
             return False  # a mismatch, or a hash argon2 itself refuses
     if stored.scheme == "BLF-CRYPT":
         try:
-            return module.checkpw(password[:BCRYPT_PASSWORD_OCTETS], stored.body.encode("ascii"))
+            return module.checkpw(password[:limits.BCRYPT_PASSWORD_OCTETS], stored.body.encode("ascii"))
         except ValueError:
             return False
     handler = module.sha512_crypt if stored.scheme == "SHA512-CRYPT" else module.sha256_crypt
@@ -344,10 +332,10 @@ def dummy(scheme: str = DEFAULT_SCHEME) -> Stored:
             hasher.time_cost, hasher.memory_cost, hasher.parallelism, type=module.Type.I
         ).hash(secret)
     elif scheme == "BLF-CRYPT":
-        body = module.hashpw(secret, module.gensalt(DUMMY_BCRYPT_COST, prefix=b"2b")).decode("ascii")
+        body = module.hashpw(secret, module.gensalt(limits.DUMMY_BCRYPT_COST, prefix=b"2b")).decode("ascii")
     else:
         handler = module.sha512_crypt if scheme == "SHA512-CRYPT" else module.sha256_crypt
-        body = handler.using(rounds=DUMMY_SHA_CRYPT_ROUNDS).hash(secret)
+        body = handler.using(rounds=limits.DUMMY_SHA_CRYPT_ROUNDS).hash(secret)
     made = describe(body)
     assert made.problem is None, made.problem  # noqa: S101 - our own output
     return made

@@ -103,6 +103,21 @@ SHA_CRYPT_MAX_ROUNDS = 1_000_000
 SHA_CRYPT_MIN_ROUNDS = 1000
 SHA_CRYPT_IMPLICIT_ROUNDS = 5000
 
+#: Longest stored hash looked at: an argon2 PHC string with the largest
+#: salt and tag allowed above (1024 octets each) stays under it.
+MAX_STORED_HASH_CHARS = 4096
+
+#: Octets of the password bcrypt uses: crypt_blowfish (which Dovecot and
+#: PHP call) ignores the rest, and the ``bcrypt`` package refuses more.
+BCRYPT_PASSWORD_OCTETS = 72
+
+#: What Dovecot's ``doveadm pw`` writes, so that a dummy costs what the
+#: hashes in a PostfixAdmin database cost (S-510): bcrypt cost 5,
+#: SHA-crypt's implicit 5000 rounds. argon2 dummies use argon2-cffi's
+#: defaults, as the users.db dummy does.
+DUMMY_BCRYPT_COST = 5
+DUMMY_SHA_CRYPT_ROUNDS = SHA_CRYPT_IMPLICIT_ROUNDS
+
 # --- permitted senders (SPEC.md S-206, S-603) -------------------------------
 
 #: Octets of a local part and of a domain (RFC 5321 §4.5.3.1.1, §4.5.3.1.2).
