@@ -85,6 +85,39 @@ ARGON2_MIN_HASH_OCTETS = 4
 ARGON2_MAX_SALT_OCTETS = 1024
 ARGON2_MAX_HASH_OCTETS = 1024
 
+# --- hashes from other systems (SPEC.md S-1304) ----------------------------
+
+#: bcrypt cost (log2 of the rounds) above which a stored hash is refused:
+#: cost 16 is about 5 s of one core; Dovecot and PHP write 5 to 12.
+BCRYPT_MAX_COST = 16
+
+#: The smallest cost bcrypt defines (crypt_blowfish refuses less).
+BCRYPT_MIN_COST = 4
+
+#: SHA-crypt rounds above which a stored hash is refused (S-1304); the
+#: scheme allows up to 999,999,999, about half an hour of one core.
+SHA_CRYPT_MAX_ROUNDS = 1_000_000
+
+#: SHA-crypt's own floor, and the count a hash without ``rounds=`` uses
+#: (Ulrich Drepper's "Unix crypt using SHA-256 and SHA-512").
+SHA_CRYPT_MIN_ROUNDS = 1000
+SHA_CRYPT_IMPLICIT_ROUNDS = 5000
+
+#: Longest stored hash looked at: an argon2 PHC string with the largest
+#: salt and tag allowed above (1024 octets each) stays under it.
+MAX_STORED_HASH_CHARS = 4096
+
+#: Octets of the password bcrypt uses: crypt_blowfish (which Dovecot and
+#: PHP call) ignores the rest, and the ``bcrypt`` package refuses more.
+BCRYPT_PASSWORD_OCTETS = 72
+
+#: What Dovecot's ``doveadm pw`` writes, so that a dummy costs what the
+#: hashes in a PostfixAdmin database cost (S-510): bcrypt cost 5,
+#: SHA-crypt's implicit 5000 rounds. argon2 dummies use argon2-cffi's
+#: defaults, as the users.db dummy does.
+DUMMY_BCRYPT_COST = 5
+DUMMY_SHA_CRYPT_ROUNDS = SHA_CRYPT_IMPLICIT_ROUNDS
+
 # --- permitted senders (SPEC.md S-206, S-603) -------------------------------
 
 #: Octets of a local part and of a domain (RFC 5321 §4.5.3.1.1, §4.5.3.1.2).
