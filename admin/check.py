@@ -116,20 +116,16 @@ def _check_directories(cfg: config_mod.Config, problems: list[str], warnings: li
         finally:
             dovecot.close()
     if cfg.sql:
-        from directory import sql
+        from directory import sql, sqlfile
 
         try:
-            settings = sql.load_settings(cfg.sql)
+            settings = sql.load(cfg.sql)
         except sql.SqlConfigError as e:
             problems.extend(e.problems)
             return
-        if why := sql.mode_problem(cfg.sql):
+        if why := sqlfile.mode_problem(cfg.sql):
             warnings.append(why)
-        directory = sql.SqlDirectory(settings, warn=lambda _: None, info=lambda _: None)
-        try:
-            problems.extend(directory.check())
-        finally:
-            directory.close()
+        problems.extend(sql.check(settings))
 
 
 def _check_apps(cfg: config_mod.Config, db: object, problems: list[str], warnings: list[str]) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from sasl import (
-    User, UserDB, UserDBError, add_users, check_sender, delete_user, hash_password, name_problem,
+    User, UserDB, UserDBError, add_users, check_sender, delete_user, hash_password, hash_problem, name_problem,
     nondefault_params, parse, replace_user,
 )  # fmt: skip
 from sasl import scram
@@ -265,7 +265,9 @@ def _list(args: argparse.Namespace, path: str, streams: _Streams) -> None:
 
 
 _SCHEME = re.compile(r"\{([A-Za-z0-9._-]+)\}(.*)", re.DOTALL)
-_IMPORTABLE = "{ARGON2ID} or {SCRAM-SHA-256}, and {CRAM-MD5} beside them"
+_OTHER_HASHES = ("ARGON2I", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "CRYPT")
+_IMPORTABLE = ("{ARGON2ID}, {ARGON2I}, {BLF-CRYPT}, {SHA512-CRYPT}, {SHA256-CRYPT} or {SCRAM-SHA-256}, "
+               "and {CRAM-MD5} beside them")
 
 
 def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
@@ -273,6 +275,9 @@ def _imported_value(scheme: str, value: str) -> tuple[str, str, str | None]:
     if scheme == "ARGON2ID":
         why = argon2_problem(value)
         return "argon2", value, why and f"bad argon2 hash: {why}"
+    if scheme in _OTHER_HASHES:  # S-1304: kept as Dovecot wrote them, prefix and all
+        why = hash_problem(f"{{{scheme}}}{value}")
+        return "argon2", f"{{{scheme}}}{value}", why
     if scheme == "SCRAM-SHA-256":
         parsed = scram.parse_credential(value)
         if isinstance(parsed, str):
@@ -346,7 +351,7 @@ def _import(args: argparse.Namespace, path: str, streams: _Streams) -> None:
     print("they have no permitted senders yet: set them with 'msa.py user senders NAME ADDR...'",
           file=streams.stdout)  # fmt: skip
     if slow := nondefault_params(UserDB(path, users)):
-        print(f"{len(slow)} imported hashes use argon2 parameters other than the defaults, so their"
+        print(f"{len(slow)} imported hashes are not argon2id with the default parameters, so their"
               " check takes a different time (SPEC.md S-510); 'msa.py user passwd' rehashes them",
               file=streams.stdout)  # fmt: skip
 

@@ -144,6 +144,7 @@ class SqlDirectory:
         self._state = threading.Lock()
         self._failing: set[str] = set()  # the queries whose last run failed
         self._bad_senders: set[str] = set()
+        self._bad_hashes: set[str] = set()
 
     # --- queries -----------------------------------------------------------------------
 
@@ -209,7 +210,9 @@ class SqlDirectory:
         No row: the dummy of ``default_scheme`` is checked instead, so that an
         unknown name costs what a known one does, and the name is not known
         here (S-1301, S-510). An unusable hash (another scheme, out of bounds,
-        NULL): a failure whose reason names why, at the same cost."""
+        NULL): a failure whose reason names why, at the same cost. The name
+        is looked up in lower case (S-509), as msa keeps every user name."""
+        name = name.lower()  # S-509: names are compared in lower case, as msa stores them
         scheme = self.config.default_scheme
         refused = _name_problem(name)
         if refused is not None or "password_query" not in self._queries:
@@ -229,14 +232,25 @@ class SqlDirectory:
         stored = hashes.describe(value if isinstance(value, str) else "")
         if stored.problem is not None:
             hashes.verify_dummy(password, scheme)
+            self._unusable(name, stored.problem)
             return Verdict(known=True, ok=False, user=name, reason=stored.problem)
         result = hashes.verify(stored, password)
         if result.problem is not None:  # a missing package: cost as any failure
             hashes.verify_dummy(password, scheme)
+            self._unusable(name, result.problem)
             return Verdict(known=True, ok=False, user=name, reason=result.problem)
         if not result.ok:
             return Verdict(known=True, ok=False, user=name, reason="password mismatch")
         return Verdict(known=True, ok=True, user=name)
+
+    def _unusable(self, name: str, why: str) -> None:
+        """S-1304: one log line per user whose hash can never authenticate
+        (naming the scheme, never the hash)."""
+        with self._state:
+            if name in self._bad_hashes or len(self._bad_hashes) >= _MAX_REMEMBERED:
+                return
+            self._bad_hashes.add(name)
+        self._warn(f"sql: the password hash of {name} cannot be used: {why}")
 
     def senders(self, user: str) -> tuple[str, ...] | None:
         """The senders_query's rows for ``user`` (S-1305), None when there is

@@ -25,6 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from sasl import hashes
+from util import files
 
 __all__ = [
     "DEFAULT_TIMEOUT", "MAX_FILE_OCTETS", "SqlConfig", "SqlConfigError", "load", "mode_problem", "parse",
@@ -93,7 +94,10 @@ class SqlConfig:
         return params
 
     def sqlite_path(self) -> str:
-        return self.dsn[len("sqlite://") :]
+        """``sqlite:///var/lib/x.sqlite`` is /var/lib/x.sqlite; so is
+        SQLAlchemy's ``sqlite:////var/lib/x.sqlite``."""
+        path = self.dsn[len("sqlite://") :]
+        return "/" + path.lstrip("/") if path.startswith("/") else path
 
 
 class SqlConfigError(Exception):
@@ -108,34 +112,13 @@ class SqlConfigError(Exception):
 
 
 def _read(path: str) -> bytes:
-    """The file's octets: only a regular file, opened without blocking (a
-    FIFO or a device named by mistake cannot hang msa), at most
-    MAX_FILE_OCTETS. Raises SqlConfigError with ``FILE: why``."""
+    """The file's octets, read with the bound and the care of every
+    configured file (util/files.py: a FIFO or a device named by mistake
+    cannot hang msa). Raises SqlConfigError with ``FILE: why``."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise SqlConfigError([f"{path}: not a regular file"])
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as error:
-        raise SqlConfigError([f"{path}: cannot read: {error.strerror or error}"]) from None
-    except ValueError:
-        raise SqlConfigError([f"{path!r}: the path contains a NUL character"]) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SqlConfigError([f"{path}: not a regular file"])
-        pieces: list[bytes] = []
-        total = 0
-        while total <= MAX_FILE_OCTETS:
-            piece = os.read(fd, MAX_FILE_OCTETS + 1 - total)
-            if not piece:
-                return b"".join(pieces)
-            pieces.append(piece)
-            total += len(piece)
-        raise SqlConfigError([f"{path}: larger than 1 MiB, the most msa reads from this file"])
-    except OSError as error:
-        raise SqlConfigError([f"{path}: cannot read: {error.strerror or error}"]) from None
-    finally:
-        os.close(fd)
+        return files.read_regular(path, MAX_FILE_OCTETS)
+    except files.FileProblem as error:
+        raise SqlConfigError([str(error)]) from None
 
 
 def load(path: str) -> SqlConfig:

@@ -99,9 +99,10 @@ def argon2_params(phc: str) -> tuple[int, int, int]:
 
 
 def nondefault_params(users: Iterable[Any]) -> list[str]:
-    """The names of users (sasl.User) whose hash parameters differ from
-    argon2-cffi's defaults (S-510): their timing differs until they are
-    rehashed. A user without an argon2id hash (SCRAM only, S-514) is not
-    listed."""
+    """The names of users (sasl.User) whose hash is not an argon2id one with
+    argon2-cffi's defaults (another scheme of S-1304, or other parameters):
+    their timing differs until they are rehashed (S-510). A user without a
+    hash (SCRAM only, S-514) is not listed."""
     defaults = default_params()
-    return [user.name for user in users if user.argon2 and argon2_params(user.argon2) != defaults]
+    return [user.name for user in users
+            if user.argon2 and (not user.argon2.startswith("$argon2id$") or argon2_params(user.argon2) != defaults)]

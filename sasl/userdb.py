@@ -26,7 +26,7 @@ from .phc import argon2_problem, nondefault_params
 from .senders import SenderRules, address_key, check_sender, split_senders  # noqa: F401  (sasl's API)
 
 __all__ = [
-    "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user",
+    "User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "delete_user", "hash_problem",
     "decode", "format_user", "name_problem", "nondefault_params", "parse", "parse_bytes", "replace_user",
 ]  # fmt: skip
 
@@ -101,6 +101,23 @@ class UserDB:
         return rules is not None and rules.allows(address)
 
 
+def hash_problem(stored: str) -> str | None:
+    """Why ``stored`` cannot be a users.db HASH field, or None: an argon2id
+    PHC string (S-1013), or another scheme of S-1304 (bcrypt, SHA-crypt,
+    argon2i), bare or behind Dovecot's prefix."""
+    if stored.startswith("$argon2id$"):
+        why = argon2_problem(stored)
+        return why and f"bad argon2 hash: {why}"
+    from . import hashes
+
+    described = hashes.describe(stored)
+    if described.problem is None:
+        return None
+    if stored.startswith("{ARGON2ID}") or not stored.startswith(("{", "$")):
+        return f"bad password hash: {described.problem} (an argon2id PHC string, $argon2id$v=19$...)"
+    return f"bad password hash: {described.problem}"
+
+
 def _parse_line(line: str, senders_only: bool = False) -> User | str:
     fields = line.split(":", 3)
     if len(fields) != 4:
@@ -108,8 +125,8 @@ def _parse_line(line: str, senders_only: bool = False) -> User | str:
     name, phc, cram, senders_text = (part.strip(" \t") for part in fields)
     if why := name_problem(name) or name_problem(name.lower()):
         return f"bad user name: {why}"
-    if phc and (why := argon2_problem(phc)):
-        return f"bad argon2 hash: {why}"
+    if phc and (why := hash_problem(phc)):
+        return why
     if cram and (why := _cram_problem(cram)):
         return f"bad CRAM-MD5 credential: {why}"
     # The fifth field is what follows the last ':' unless that ':' is a

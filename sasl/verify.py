@@ -151,8 +151,12 @@ def verify(
     username = user.name if user is not None else None
     if creds.mechanism in ("PLAIN", "LOGIN"):
         password = creds.password or b""
-        if user is not None and user.argon2:
+        if user is not None and user.argon2.startswith("$argon2id$"):
             matches = _password_matches(user.argon2, password)
+        elif user is not None and user.argon2:  # bcrypt, SHA-crypt, argon2i (S-1304)
+            from . import hashes
+
+            matches = hashes.verify(user.argon2, password).ok
         else:
             # S-510: an unknown user costs one argon2 verify of the dummy;
             # so does a SCRAM-only user (S-514), plus the PBKDF2 of its salt.

@@ -138,7 +138,7 @@ class Authenticator:
                             f"{login.reason or 'no verification slot'}")
         else:
             maillog.auth_failed(session.client, ev.mechanism, result.username, "authentication failure")
-            if login.reason:  # the directory's own words, for the log only (S-1302)
+            if login.reason and login.directory == "dovecot":  # Dovecot's reason=, for the log only (S-1302)
                 maillog.info(f"{session.sid}: {login.directory}: {maillog.esc(login.reason)}")
         return result
 

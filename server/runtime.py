@@ -364,14 +364,14 @@ def load_directories(cfg: Config, previous: Runtime | None = None) -> list[Any]:
         from directory import sql
 
         try:
-            settings = sql.load_settings(cfg.sql)
+            settings = sql.load(cfg.sql)
+            old = kept.get("sql")
+            if old is not None and old.config == settings:
+                out.append(old)
+            else:
+                out.append(sql.SqlDirectory(settings, warn=maillog.warning, info=maillog.info))
         except sql.SqlConfigError as e:
             raise StartupError([*e.problems]) from None
-        old = kept.get("sql")
-        if old is not None and old.settings == settings:
-            out.append(old)
-        else:
-            out.append(sql.SqlDirectory(settings, warn=maillog.warning, info=maillog.info))
     if cfg.auth_dovecot:
         from directory.dovecot import DovecotDirectory
 

@@ -6,6 +6,7 @@ Dovecot that goes away and comes back, the 2.4 handshake and silence."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -216,3 +217,56 @@ def test_check_performs_the_handshake(dovecot, users_db, tmp_path, certs):  # S-
                            timeout=60)
         assert p.returncode == code, p.stdout + p.stderr
         assert ("auth_dovecot" in p.stdout) == (code == 1)
+
+
+def test_no_reply_time_tells_which_directory_holds_a_name(start_msa, dovecot, users_db, tmp_path):  # S-1306
+    # users.db, SQL (an SQLite file with PostfixAdmin's mailbox table) and
+    # Dovecot in one msa: a wrong password for a name in each, and an unknown
+    # name, answered after about the same time (the median of 12 each).
+    import shutil
+    import sqlite3
+    import statistics
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    dc = sys.modules[type(dovecot).__module__]
+    root = Path(tempfile.mkdtemp(prefix="msa-dovecot-"))
+    root.chmod(0o755)
+    own = dc.Dovecot(root, dc.free_port(), False)
+    dc.write_files(root, own.port, False)
+    with open(own.conf, "a") as f:  # no failure delay of its own: a Dovecot failure is the fastest path
+        f.write("auth_failure_delay = 0\n")
+    own.start()
+    try:
+        db = tmp_path / "mail.sqlite"
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TABLE mailbox (username TEXT PRIMARY KEY, password TEXT, active INTEGER)")
+            hashed = subprocess.run([dc.DOVEADM, "pw", "-s", "BLF-CRYPT", "-p", "sql pw"], capture_output=True,
+                                    text=True, timeout=60).stdout.strip()
+            c.execute("INSERT INTO mailbox VALUES ('sqluser@example.org', ?, 1)", (hashed,))
+        sql = tmp_path / "sql.conf"
+        sql.write_text(f"[sql]\ndsn = sqlite:///{db}\n"
+                       "password_query = SELECT password FROM mailbox WHERE username = :login AND active\n")
+        sql.chmod(0o600)
+        m = start_msa(users=users_db, trusted_networks="", sql=sql, auth_dovecot=own.unix)
+        names = {"users.db": "carol", "sql": "sqluser@example.org", "dovecot": own.user("BLF-CRYPT"),
+                 "unknown": None}
+        took: dict[str, list[float]] = {kind: [] for kind in names}
+        n = 0
+        for i in range(12):
+            for kind, name in names.items():
+                n += 1
+                w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx, source=f"127.3.{n // 250}.{n % 250 + 2}")
+                w.reply()
+                w.expect("EHLO x.example", 250)
+                t0 = time.monotonic()
+                code = login(w, "PLAIN", name or f"ghost{i}@example.org", "wrong")[0]
+                assert code == 535, (kind, m.log()[-2000:])
+                took[kind].append(time.monotonic() - t0)
+                w.close()
+        medians = {kind: statistics.median(t) for kind, t in took.items()}
+        assert max(medians.values()) / min(medians.values()) < 1.5, medians
+    finally:
+        own.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -334,8 +334,16 @@ class Shell:
                    for verb, _, txn, code in self._paired())
 
     def mail_answered(self) -> bool:
-        return any(verb == "MAIL" and txn == self.txn and code is not None and valid_class(verb, code)
-                   for verb, _, txn, code in self._paired())
+        """A valid reply to this transaction's MAIL arrived before any reply
+        that broke the protocol (the client reads no further than that)."""
+        for verb, _, txn, code in self._paired():
+            if code is None:
+                return False
+            if not valid_class(verb, code):
+                return False
+            if verb == "MAIL" and txn == self.txn:
+                return True
+        return False
 
     def check_delivered(self) -> None:
         """S-808: 250 to the client only after 2yz to MAIL, every RCPT and

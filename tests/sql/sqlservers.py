@@ -226,9 +226,16 @@ class MariaDB(Server):
         install = _program("mariadb-install-db", "mariadb-server")
         started = time.monotonic()
         workdir = _workdir("msa-my-")
+        (workdir / "tmp").mkdir()
+        owner = _owner()
+        if owner:
+            os.chown(workdir / "tmp", *owner)
         self.proc: subprocess.Popen | None = None
+        # A tmpdir of its own: in the shared /tmp, another MariaDB's temporary
+        # tables (named by pid) could meet this one's.
         _run(
-            [install, "--no-defaults", f"--datadir={workdir / 'data'}", "--auth-root-authentication-method=normal",
+            [install, "--no-defaults", f"--datadir={workdir / 'data'}", f"--tmpdir={workdir / 'tmp'}",
+             "--auth-root-authentication-method=normal",
              "--skip-test-db", "--skip-name-resolve", "--innodb-log-file-size=8M",
              "--innodb-buffer-pool-size=16M"],
             workdir / "install.log",
@@ -251,6 +258,7 @@ class MariaDB(Server):
         socket = self.dir / "s"
         self.proc = subprocess.Popen(
             [self.mariadbd, "--no-defaults", f"--datadir={self.dir / 'data'}", f"--socket={socket}",
+             f"--tmpdir={self.dir / 'tmp'}",
              "--skip-networking", f"--pid-file={self.dir / 'pid'}", f"--log-error={self.dir / 'error.log'}",
              "--innodb-buffer-pool-size=16M", "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, **extra,

@@ -120,11 +120,11 @@ def test_a_missing_file_a_fifo_a_device_and_a_huge_file_are_named_without_hangin
         capture_output=True, text=True, timeout=20, cwd=Path(__file__).resolve().parents[2], check=True,
     )  # fmt: skip
     assert out.stdout.splitlines() == [
-        f"{tmp_path / 'absent'}: cannot read: No such file or directory",
-        f"{fifo}: not a regular file",
-        "/dev/zero: not a regular file",
-        f"{huge}: larger than 1 MiB, the most msa reads from this file",
-        f"{tmp_path}: not a regular file",
+        f"{tmp_path / 'absent'}: no such file",
+        f"{fifo}: not a regular file (a FIFO)",
+        "/dev/zero: not a regular file (a character device)",
+        f"{huge}: larger than 1 MiB, the most msa reads from such a file",
+        f"{tmp_path}: not a regular file (a directory)",
     ]
 
 

@@ -75,7 +75,8 @@ def test_import_argon2_and_cram(db_path, tmp_path):  # CONTRACT.md import
     ("content", "why"),
     [
         ("bob:{CRAM-MD5}" + "ab" * 32 + "\n", "user bob has only a {CRAM-MD5} credential"),
-        ("bob:{SHA512-CRYPT}$6$salt$hash\n", "scheme {SHA512-CRYPT} cannot be imported"),
+        ("bob:{SHA512-CRYPT}$6$salt$hash\n", "bad password hash: malformed SHA512-CRYPT hash"),
+        ("bob:{MD5-CRYPT}$1$salt$hash\n", "scheme {MD5-CRYPT} cannot be imported"),
         ("bob:$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA\n", "expected user:{SCHEME}password"),
         ("bob:{ARGON2ID}$argon2id$v=19$m=524288,t=3,p=4$c2FsdHNhbHQ$aGFzaA\n",
          "bad argon2 hash: memory cost 524288 KiB exceeds 262144"),

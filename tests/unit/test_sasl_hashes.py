@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -177,11 +176,18 @@ def test_what_a_database_column_may_hold_never_raises():  # S-1304
 
 
 def _refused_fast(stored: str, words: str) -> None:
-    started = time.perf_counter()
-    check = hashes.verify(stored, PASSWORD)
-    elapsed = time.perf_counter() - started
+    """Refused by its description alone: the hashing itself is never reached."""
+    real = hashes._matches
+
+    def never(*args: object) -> bool:
+        raise AssertionError("the hash was computed")
+
+    hashes._matches = never
+    try:
+        check = hashes.verify(stored, PASSWORD)
+    finally:
+        hashes._matches = real
     assert not check.ok and words in check.problem, check
-    assert elapsed < 0.05, f"{elapsed:.3f}s: the hash was computed"
 
 
 def test_bcrypt_cost_17_is_refused_without_computing():  # S-1304
@@ -238,21 +244,14 @@ def test_dummy_costs_are_the_defaults_named():  # S-510
         hashes.dummy("MD5-CRYPT")
 
 
-def test_dummy_check_costs_about_what_a_real_check_costs():  # S-510
-    stored = hashes.describe(bare(VECTORS["SHA512-CRYPT"]))
-    real: list[float] = []
-    fake: list[float] = []
-    for _ in range(25):  # interleaved, and the fastest of each: other load only adds time
-        for times, check in (
-            (real, lambda: hashes.verify(stored, b"wrong")),
-            (fake, lambda: hashes.verify_dummy(b"wrong", "SHA512-CRYPT")),
-        ):
-            started = time.perf_counter()
-            check()
-            times.append(time.perf_counter() - started)
-    # the same scheme and cost: equal but for noise (the machine is shared);
-    # a dummy of another cost (1000 or 50000 rounds) is 5 or 10 times off
-    assert 1 / 2 < min(fake) / min(real) < 2
+@pytest.mark.parametrize("scheme", ["BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT"])
+def test_a_dummy_has_the_cost_doveadm_gives_its_scheme(scheme):  # S-510, S-1304
+    # The same scheme and the same cost is the same work: no clock needed
+    # (tests never assert timings; the S-1306 test over SMTP measures medians).
+    made = hashes.describe(bare(VECTORS[scheme]))
+    dummy = hashes.dummy(scheme)
+    assert (dummy.scheme, dummy.cost) == (made.scheme, made.cost)
+    assert not hashes.verify(dummy, b"wrong").ok
 
 
 # --- optional packages: imported only when needed, a missing one named ----------------
