@@ -64,7 +64,7 @@ def test_every_room_exists():  # DESIGN.md "Layout"
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_point_down_the_list(module):  # DESIGN.md "Layout"
     room = module.split(".")[0]
-    for target, name in _imports(module, MODULES[module]):
+    for target, _name in _imports(module, MODULES[module]):
         top = target.split(".")[0]
         if top not in RANK or top == room:
             continue

@@ -98,7 +98,7 @@ def test_a_senders_only_line_is_a_user_when_another_directory_checks_passwords()
     user = db.get("alice")
     assert user is not None and not user.argon2 and not user.scram and user.cram is None
     assert db.may_send_as("alice", "x@example.org") and not db.may_send_as("alice", "x@example.net")
-    with pytest.raises(Exception):  # a CRAM-MD5 credential alone is still no password
+    with pytest.raises(UserDBError):  # a CRAM-MD5 credential alone is still no password
         parse("alice::" + "0" * 64 + ":alice@example.com\n", "users.db", senders_only=True)
 
 
