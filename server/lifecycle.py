@@ -44,6 +44,10 @@ def reload(server: Server) -> bool:
         for p in e.problems:
             maillog.error(f"reload failed, keeping the previous configuration: {p}")
         return False
+    except Exception as e:  # noqa: BLE001 - a bug or an unreadable library: the daemon keeps serving
+        maillog.internal_error("reload", "SIGHUP", e)
+        maillog.error("reload failed, keeping the previous configuration")
+        return False
     server.swap(new)
     for directory in old.others:
         if directory not in new.others:
@@ -149,20 +153,36 @@ def drop_privileges(user: str, spool_dir: str, state_dir: str | None = None) -> 
         raise StartupError([f"run_as: cannot switch to {user}: {e.strerror}"]) from None
 
 
-def _preload() -> None:
-    """Import now what sessions import lazily (inetd mode greets sooner
-    without them): after run_as, the library may not be readable."""
-    import headers  # noqa: F401
+#: msa's own packages, every module of which serve imports before run_as.
+_PACKAGES = ("smtp_states", "sasl", "headers", "signing", "util", "state", "directory", "delivery")
+#: Optional libraries a configured feature may load later (a hash scheme, an
+#: SQL driver): imported now when installed.
+_OPTIONAL = ("encodings.idna", "idna", "idna.uts46data", "bcrypt", "passlib.hash", "cryptography")
 
-    import delivery.handoff  # noqa: F401
-    import delivery.sendmail  # noqa: F401
-    import delivery.smtp  # noqa: F401
 
-    try:
-        import idna  # noqa: F401  (S-603, used by sasl.userdb)
-        import idna.uts46data  # noqa: F401  (loaded by idna on first use)
-    except ImportError:
-        pass
+def _preload(cfg: Config) -> None:
+    """Import now what sessions and reloads import lazily (inetd mode greets
+    sooner without them): after run_as, the library may not be readable
+    (a Python installed under root's home), and a module that cannot be
+    loaded then would fail a login or a reload instead."""
+    import importlib
+    import pkgutil
+
+    for name in _PACKAGES:
+        package = importlib.import_module(name)
+        for module in pkgutil.iter_modules(package.__path__):
+            try:
+                importlib.import_module(f"{name}.{module.name}")
+            except ImportError:
+                pass  # a module for a feature whose library is missing: check says so
+    optional = list(_OPTIONAL)
+    if cfg.sql:
+        optional += ["psycopg", "pymysql"]
+    for name in optional:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def serve(cfg: Config) -> int:
@@ -184,7 +204,7 @@ def serve(cfg: Config) -> int:
     except OSError as e:
         maillog.warning(f"{cfg.where('state_dir')}: state_dir: cannot create {cfg.state_dir}: {e.strerror}")
     sasl.warm_up()  # S-510: the first unknown user costs what a known one does
-    _preload()
+    _preload(cfg)
     server = Server(runtime)
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
 

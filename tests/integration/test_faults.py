@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import socket
 import time
 from pathlib import Path
@@ -329,3 +330,51 @@ def test_session_threads_share_one_core_and_sendmail_gets_all(msa):  # server/af
     assert allowed == {str(min(cores))}, allowed
     assert (msa.outbox.path / "0.cpus").read_text() == ",".join(str(c) for c in sorted(cores))
     msa.wait_log(r"ready: msa\.test, \d+ users, session threads on one CPU")
+
+
+def test_a_reload_after_run_as_can_add_a_directory(tmp_path, certs):  # S-1307, CONTRACT run_as
+    # After run_as the Python library may be unreadable (a Python under
+    # root's home): serve loads every module a reload may need first, and a
+    # reload that fails anyway never stops the daemon.
+    if os.getuid() != 0:
+        pytest.skip("run_as needs root to switch users")
+    import sqlite3
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
+    os.chmod(base, 0o755)
+    try:
+        users = base / "users.db"
+        users.write_text("")
+        users.chmod(0o644)
+        hashed = subprocess.run([sys.executable, "-c", "import argon2; print(argon2.PasswordHasher().hash('sql pw'))"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        db = base / "mail.sqlite"
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TABLE mailbox (username TEXT, password TEXT)")
+            c.execute("INSERT INTO mailbox VALUES ('dora@example.org', ?)", (hashed,))
+        db.chmod(0o644)
+        sql = base / "sql.conf"
+        sql.write_text(f"[sql]\ndsn = sqlite://{db}\npassword_query = SELECT password FROM mailbox WHERE username = :login\n")
+        sql.chmod(0o644)
+        own = msatest.make_certs(base / "certs")  # readable by nobody at the reload, unlike pytest's tree
+        for path in (own.cert, own.key):
+            os.chmod(path, 0o644)
+        m = msatest.start(base / "m", own, run_as="nobody", spool=str(base / "spool"), users=users,
+                          state_dir=str(base / "state"), trusted_networks="")
+        try:
+            with open(m.conf, "a") as f:
+                f.write(f"sql = {sql}\n")
+            m.proc.send_signal(signal.SIGHUP)
+            m.wait_log(r"reloaded: 0 users, sql")
+            w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+            w.reply()
+            w.expect("EHLO x.example", 250)
+            w.expect("AUTH PLAIN " + msatest.b64("\0dora@example.org\0sql pw"), 235)
+            w.close()
+            assert m.proc.poll() is None
+        finally:
+            m.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
