@@ -1,0 +1,580 @@
+"""The state store in Redis, shared by several msa hosts (SPEC.md §14:
+S-1401 to S-1403; S-511, S-1201, S-1202, S-514).
+
+This module owns how login failures, sending reservations, first-refusal
+notes and the SCRAM secret live in a Redis server (6 or later, or Valkey)
+that every msa host points at with ``state = redis://...``, so that a
+hijacked account gets its limit once, not once per host, and a password
+guesser its login delay once. It keeps SQLite's semantics (state/sqlite.py)
+and implements the same ``state.Store`` interface.
+
+Layout: every key starts with ``state_prefix`` and has a TTL, so nothing
+grows without bound and a reservation left by a process that died expires
+with its window:
+
+- ``PREFIXfail:CLIENT``: a hash, one field per failed login name (a keyed
+  hash of it, never the name, S-1202) holding ``COUNT:MS`` (its failures,
+  the server time of the last), expiring 15 minutes after the address's
+  last failure (S-511).
+- ``PREFIXsent:messages:USER``, ``PREFIXsent:recipients:USER``: a hash of
+  steps (the step's start in milliseconds of the server's clock → count)
+  with ``total`` (their sum) and ``first`` (the oldest step), expiring a
+  window after the last reservation (S-1201).
+- ``PREFIXnoted:KIND:USER``: set while a window's first refusal is logged.
+- ``PREFIXsecret``: the 32 octets every host makes unknown users' salts
+  from (S-514), set once with SET NX; a local copy in ``state_dir/secret``.
+
+Each check-and-count is one Lua script run by the server (EVALSHA through
+redis-py's ``register_script``, which loads it again after NOSCRIPT), on
+``redis.call('TIME')``: atomic across every thread, process and host, and
+on one clock, so hosts with skewed clocks agree (S-1401).
+
+Faults (S-1402): every call waits at most ``state_timeout`` (socket and
+connect timeouts; redis-py's retries off). A call that fails starts an
+episode: one warning, the limits fail open, login delays hold in this
+process (the ``fallback`` ``sasl.Throttle`` keeps the failures Redis could
+not take), and the server is tried
+again after a growing pause (at most every RETRY_MAX seconds) by one call
+at a time while the others fail open at once, never once per message; the
+first call that works again logs one line. redis-py is imported only
+when this store is made: ``module_problem()`` says whether it can be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sasl import Throttle
+from sasl.limits import (
+    THROTTLE_FIRST_DELAY_SECONDS,
+    THROTTLE_FORGET_SECONDS,
+    THROTTLE_MAX_COUNTED_FAILURES,
+    THROTTLE_MAX_DELAY_SECONDS,
+    THROTTLE_MAX_NAMES,
+    THROTTLE_OTHER_NAMES,
+)
+
+from util import maillog
+
+from . import NOT_COUNTED, Hold, Usage
+from .secretfile import SECRET_FILENAME, SECRET_OCTETS, load_secret, read_secret, replace_secret
+
+__all__ = ["RedisStore", "module_problem", "shown_url"]
+
+#: While a failure episode lasts, the server is tried again after this
+#: pause, doubled each time it still fails, up to RETRY_MAX (S-1402).
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+
+#: Connections to Redis kept per process; a call finding all of them busy
+#: waits for one at most state_timeout (it then fails open).
+POOL_SIZE = 32
+
+#: The shared secret's TTL, renewed whenever a process checks it: a key
+#: like any other (S-1401), which a host that holds the secret sets again
+#: with the same value should it ever expire.
+SECRET_TTL_MS = 90 * 86400 * 1000
+
+#: How often a process compares its secret with Redis's (seconds): a host
+#: that made its own while Redis was down takes the shared one within this.
+SECRET_RECHECK = 600.0
+
+#: Oldest Redis msa runs on (S-1401): scripts that write after TIME.
+MIN_REDIS_MAJOR = 6
+
+# -- scripts (Lua 5.1, numbers are doubles: milliseconds stay exact) ------------------------
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+#: S-1201: check and count one reservation. KEYS[1] the user's window of
+#: one kind; ARGV limit, period (ms), step (ms). The step's start, or -1
+#: when the limit is reached.
+_RESERVE = _NOW + """
+local key = KEYS[1]
+local limit, period, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local since = now - period
+local total = tonumber(redis.call('HGET', key, 'total')) or 0
+local first = tonumber(redis.call('HGET', key, 'first'))
+if first and first <= since then
+  -- the oldest step left the window: drop every step that did, once
+  total, first = 0, nil
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local at = tonumber(all[i])
+    if at then
+      if at <= since then
+        redis.call('HDEL', key, all[i])
+      else
+        total = total + tonumber(all[i + 1])
+        if not first or at < first then first = at end
+      end
+    end
+  end
+  redis.call('HSET', key, 'total', total)
+  if first then redis.call('HSET', key, 'first', string.format('%d', first)) else redis.call('HDEL', key, 'first') end
+end
+if total >= limit then return -1 end
+local at = now - now % step
+redis.call('HINCRBY', key, string.format('%d', at), 1)
+redis.call('HSET', key, 'total', total + 1)
+if not first or at < first then redis.call('HSET', key, 'first', string.format('%d', at)) end
+redis.call('PEXPIRE', key, period + step)
+return at
+"""
+
+#: S-1201: give reservations back. KEYS the windows; ARGV per key: the
+#: step's start, how many. A step already gone (pruned, expired) is left.
+_RELEASE = """
+for i = 1, #KEYS do
+  local key, at, n = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local have = tonumber(redis.call('HGET', key, at))
+  if have and have > 0 then
+    local back = math.min(have, n)
+    redis.call('HINCRBY', key, at, -back)
+    local total = tonumber(redis.call('HGET', key, 'total')) or 0
+    redis.call('HSET', key, 'total', math.max(total - back, 0))
+  end
+end
+return 1
+"""
+
+#: S-511: one failed login. KEYS[1] the address's failures; ARGV the
+#: name's hash, the bucket of folded names, THROTTLE_MAX_NAMES,
+#: THROTTLE_MAX_COUNTED_FAILURES, the forgetting time (ms). The name's
+#: failures now.
+_FAILED = _NOW + """
+local key, name, other = KEYS[1], ARGV[1], ARGV[2]
+local max_names, cap, forget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function count(v)
+  if not v then return 0, 0 end
+  local c, at = string.match(v, '^(%d+):(%d+)$')
+  return tonumber(c) or 0, tonumber(at) or 0
+end
+local mine = redis.call('HGET', key, name)
+if not mine and redis.call('HLEN', key) >= max_names then
+  -- many names from one address: the oldest one's count moves to the
+  -- bucket no success clears
+  local all = redis.call('HGETALL', key)
+  local oldest, oldest_at, oldest_count
+  for i = 1, #all, 2 do
+    if all[i] ~= other then
+      local c, at = count(all[i + 1])
+      if not oldest or at < oldest_at then oldest, oldest_at, oldest_count = all[i], at, c end
+    end
+  end
+  if oldest then
+    local folded = count(redis.call('HGET', key, other))
+    redis.call('HSET', key, other, string.format('%d:%d', math.min(folded + oldest_count, cap), now))
+    redis.call('HDEL', key, oldest)
+  end
+end
+local c = count(mine)
+redis.call('HSET', key, name, string.format('%d:%d', math.min(c + 1, cap), now))
+redis.call('PEXPIRE', key, forget)
+return c + 1
+"""
+
+#: S-514: the shared secret, set once (SET NX); a value that is not a
+#: secret of msa's is replaced. KEYS[1]; ARGV a candidate, the TTL (ms),
+#: the secret's length. The secret.
+_SECRET = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local v = redis.call('GET', KEYS[1])
+if string.len(v) ~= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return v
+"""
+
+#: `check` and serve's start: the server runs scripts and has a clock.
+_PROBE = "return redis.call('TIME')[1]"
+
+
+def module_problem() -> str | None:
+    """Why redis-py cannot be imported, or None (S-1403: check names it,
+    serve and inetd refuse to start without it). Imports nothing."""
+    try:
+        spec = importlib.util.find_spec("redis")
+    except (ImportError, ValueError):
+        spec = None
+    # A directory named redis without the package (a namespace package,
+    # origin None) is not redis-py.
+    found = spec is not None and spec.origin is not None
+    if found:
+        return None
+    return ("the redis module (redis-py) is missing; Debian: apt install python3-redis, "
+            "or pip install redis")
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
+    user = parts.username if parts.username else ""
+    return f"{parts.scheme}://{user + '@' if user else ''}{host}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def _why(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _escape_glob(text: bytes) -> bytes:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    out = bytearray()
+    for b in text:
+        if b in b"*?[]\\":
+            out += b"\\"
+        out.append(b)
+    return bytes(out)
+
+
+def _key_part(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+class RedisStore:
+    """The state in the Redis server ``url`` names, under ``prefix``;
+    thread-safe; every method but counts() and reset() fails open within
+    ``timeout`` seconds (state.Store's interface)."""
+
+    def __init__(self, url: str, prefix: str = "msa:", timeout: float = 0.5, directory: str | None = None,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.connection import parse_url
+        from redis.retry import Retry
+
+        self.url = url
+        self.where = shown_url(url)
+        self.prefix = _key_part(prefix)
+        self.timeout = timeout
+        #: state_dir: where the local copy of the shared secret lives.
+        self.directory = directory
+        options = parse_url(url)
+        for name in ("socket_timeout", "socket_connect_timeout", "retry", "retry_on_timeout", "retry_on_error",
+                     "max_connections", "timeout", "health_check_interval"):
+            options.pop(name, None)  # msa's to set (config.py lets none of them through anyway)
+        # No retries: a timeout retried doubles the wait, and a script sent
+        # again might count twice. A pooled connection the server closed (a
+        # restart, its idle timeout) is found by the pool when taken, and
+        # made again, before any command is sent.
+        pool = redis.BlockingConnectionPool(
+            max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), **options)
+        self._redis = redis.Redis(connection_pool=pool)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, ValueError, EOFError)
+        self._connection_errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError,
+                                                                    OSError)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._failed_script = self._redis.register_script(_FAILED)
+        self._secret_script = self._redis.register_script(_SECRET)
+        self._lock = threading.Lock()
+        # The current failure episode (S-1402): its warning, when the server
+        # is tried again, and whether a call is trying it now.
+        self._failing: str | None = None
+        self._retry_at = 0.0
+        self._retry_pause = RETRY_FIRST
+        self._probing = False
+        self._secret_lock = threading.Lock()
+        self._secret: bytes | None = None
+        self._secret_checked = -SECRET_RECHECK
+        self._name_key: tuple[bytes, bytes] | None = None  # (the secret, the key made from it)
+        #: S-1402: while Redis fails, login delays still hold in this process
+        #: (and a success forgets a name's failures in both).
+        self.fallback = Throttle(clock=clock)
+
+    # -- keys -----------------------------------------------------------------------
+    def _key(self, *parts: str) -> bytes:
+        return self.prefix + b":".join(_key_part(p) for p in parts)
+
+    def _window(self, kind: str, user: str) -> bytes:
+        return self._key("sent", kind, user)
+
+    # -- failure episodes (S-1402) --------------------------------------------------------
+    def _run(self, what: str, action: Callable[[], Any], default: Any) -> Any:
+        probe = False
+        if self._failing is not None:
+            with self._lock:
+                if self._failing is not None:
+                    if self._probing or time.monotonic() < self._retry_at:
+                        return default  # the episode's pause: fail open at once
+                    self._probing = probe = True
+        try:
+            result = action()
+        except self._errors as e:
+            self._failed(what, e)
+            return default
+        finally:
+            if probe:
+                self._probing = False
+        if self._failing is not None:
+            self._worked()
+        return result
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self._failing is not None:  # one warning per episode
+                self._retry_pause = min(self._retry_pause * 2, RETRY_MAX)
+                self._retry_at = now + self._retry_pause
+                return
+            self._failing = _why(error)
+            self._retry_pause = RETRY_FIRST
+            self._retry_at = now + RETRY_FIRST
+        maillog.warning(
+            f"state store {self.where}: cannot {what}: {self._failing}; until it works again sending "
+            "limits are not applied and login delays hold in this process only"
+        )
+
+    def _worked(self) -> None:
+        with self._lock:
+            if self._failing is None:
+                return
+            self._failing = None
+            self._retry_at = 0.0
+        maillog.info(f"state store {self.where} works again")
+
+    def mark_failing(self, why: str) -> None:
+        """Start an episode whose warning was already logged (serve's start-up
+        check), so that the first failing call does not warn again."""
+        with self._lock:
+            if self._failing is None:
+                self._failing = why
+                self._retry_pause = RETRY_FIRST
+                self._retry_at = 0.0  # try at once: it may work by the first message
+
+    @property
+    def failing(self) -> bool:
+        return self._failing is not None
+
+    def problem(self) -> str | None:
+        """Why the server cannot serve as the store now, or None: it answers
+        PING and runs a script within state_timeout, and is Redis 6 or later
+        (S-1403: check; serve's start-up check). Never raises."""
+        try:
+            self._redis.ping()
+            self._redis.eval(_PROBE, 0)
+        except self._errors as e:
+            return f"{self.where}: {_why(e)}"
+        try:
+            version = str(self._redis.info("server").get("redis_version", ""))
+        except self._errors:
+            return None  # INFO may be refused (ACLs, managed services): the scripts run, enough
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < MIN_REDIS_MAJOR:
+            return f"{self.where}: Redis {version}; msa needs Redis {MIN_REDIS_MAJOR} or later (or Valkey)"
+        return None
+
+    def close(self) -> None:
+        try:
+            self._redis.connection_pool.disconnect()
+        except self._errors:
+            pass
+
+    # -- the secret (S-514) ---------------------------------------------------------------
+    def secret(self) -> bytes:
+        """The secret every host shares: Redis's (set once with SET NX, from
+        this host's local copy when it has one), kept in ``state_dir/secret``
+        so that an outage cannot change it here. While Redis cannot be
+        asked: the local copy, made now on a host that never had one (its
+        own until Redis answers; then Redis's wins, said once). OSError when
+        Redis cannot be asked and no local copy can be read or made."""
+        with self._secret_lock:
+            if self._secret is not None and time.monotonic() - self._secret_checked < SECRET_RECHECK:
+                return self._secret
+            local, damaged = self._secret, None
+            if local is None and self.directory is not None:
+                try:
+                    local = read_secret(self.directory)
+                except OSError as e:  # replaced by the shared one if Redis answers, else said
+                    damaged = e
+            candidate = local if local is not None else os.urandom(SECRET_OCTETS)
+            shared = self._run("read the shared secret", lambda: self._secret_script(
+                keys=[self._key("secret")], args=[candidate, SECRET_TTL_MS, SECRET_OCTETS]), None)
+            if isinstance(shared, bytes) and len(shared) == SECRET_OCTETS:
+                self._secret_checked = time.monotonic()
+                if shared != local:
+                    self._keep_locally(shared, replacing=local is not None or damaged is not None)
+                self._secret = shared
+                return shared
+            if local is None:
+                if damaged is not None:
+                    raise damaged
+                if self.directory is None:
+                    raise OSError("the state store cannot be reached and there is no state_dir for a secret")
+                # A first start while Redis cannot be reached: a secret of this
+                # host's own, the same in all its processes, until Redis answers.
+                local = load_secret(self.directory, make=lambda n: candidate)
+                maillog.warning(f"state store {self.where} cannot be reached: unknown users' SCRAM salts on this "
+                                f"host come from a secret of its own ({self.directory}/{SECRET_FILENAME}) until "
+                                "it can; then from the shared one")
+            self._secret = local
+            return local
+
+    def _keep_locally(self, value: bytes, replacing: bool) -> None:
+        if self.directory is None:
+            return
+        try:
+            replace_secret(self.directory, value)
+        except OSError as e:
+            maillog.warning(f"state_dir {self.directory}: cannot keep a copy of the shared secret: "
+                            f"{e.strerror or e}")
+            return
+        if replacing:
+            maillog.warning(f"state store {self.where} holds another secret than {self.directory}/secret: "
+                            "using the shared one, so unknown users' SCRAM salts on this host change once")
+
+    def _hashed(self, name: str) -> str | None:
+        """A failed login's name as the store keeps it: a hash keyed with a
+        key made from the shared secret, so every host hashes alike and a
+        password typed as a name never reaches Redis (S-1202)."""
+        if name == THROTTLE_OTHER_NAMES:
+            return name  # the bucket of folded names holds no name
+        try:
+            secret = self.secret()
+        except OSError:
+            return None
+        if self._name_key is None or self._name_key[0] != secret:
+            self._name_key = (secret, hashlib.blake2b(secret, digest_size=32, person=b"msa-login-names").digest())
+        return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), key=self._name_key[1],
+                               digest_size=16).hexdigest()
+
+    # -- login failures (S-511) -----------------------------------------------------------
+    def delay(self, client: str) -> float:
+        """Seconds to wait before answering the next AUTH from ``client``:
+        its failures in Redis, or those this process kept while Redis could
+        not take them, whichever are more."""
+        values = self._run("read login failures", lambda: self._redis.hvals(self._key("fail", client)), [])
+        stored = 0
+        for value in values:
+            head = value.split(b":", 1)[0]
+            stored += int(head) if head.isdigit() else 0
+        failures = min(max(stored, self.fallback.failures(client)), THROTTLE_MAX_COUNTED_FAILURES)
+        if failures == 0:
+            return 0.0
+        return min(THROTTLE_FIRST_DELAY_SECONDS * 2 ** (failures - 1), THROTTLE_MAX_DELAY_SECONDS)
+
+    def failed(self, client: str, name: str) -> None:
+        """One failed AUTH from ``client`` for user ``name`` (S-511): in
+        Redis, or, when Redis cannot take it, in this process's memory (so
+        that a success on another host, which Redis sees, is not undone
+        here by a copy this host kept)."""
+        hashed = self._hashed(name)
+        recorded = hashed is not None and self._run("record a login failure", lambda: self._failed_script(
+            keys=[self._key("fail", client)],
+            args=[hashed, THROTTLE_OTHER_NAMES, THROTTLE_MAX_NAMES, THROTTLE_MAX_COUNTED_FAILURES,
+                  int(THROTTLE_FORGET_SECONDS * 1000)]) is not None, False)
+        if not recorded:
+            self.fallback.failed(client, name)
+
+    def succeeded(self, client: str, name: str) -> None:
+        """A success forgets that name's failures from that address only."""
+        self.fallback.succeeded(client, name)
+        hashed = self._hashed(name)
+        if hashed is None:
+            return
+        self._run("forget login failures", lambda: self._redis.hdel(self._key("fail", client), hashed), None)
+
+    # -- sending reservations (S-1201) ----------------------------------------------------
+    def reserve(self, user: str, kind: str, limit: int, period: float, step: float = 1.0) -> Hold | None:
+        """Count one message (``kind`` "messages") or one recipient
+        ("recipients") for ``user`` if fewer than ``limit`` were counted in
+        the last ``period`` seconds of the server's clock: one script. The
+        hold; None when the limit is reached; NOT_COUNTED when Redis fails
+        (the limits fail open, S-1402)."""
+        kind = "messages" if kind == "messages" else "recipients"
+        step_ms = max(1, round(step * 1000))
+        at = self._run("reserve sending counts", lambda: self._reserve(
+            keys=[self._window(kind, user)], args=[limit, max(1, round(period * 1000)), step_ms]), None)
+        if at is None:
+            return NOT_COUNTED
+        if int(at) < 0:
+            return None
+        messages, recipients = (1, 0) if kind == "messages" else (0, 1)
+        return Hold(user, int(at) / 1000, messages, recipients)
+
+    def release(self, holds: Iterable[Hold]) -> None:
+        """Give reservations back (the message was not accepted)."""
+        back: dict[tuple[bytes, str], int] = {}
+        for h in holds:
+            if not h.counted:
+                continue
+            at = str(round(h.at * 1000))
+            for kind, n in (("messages", h.messages), ("recipients", h.recipients)):
+                if n:
+                    back[(self._window(kind, h.user), at)] = back.get((self._window(kind, h.user), at), 0) + n
+        if not back:
+            return
+        keys = [key for key, _ in back]
+        args: list[Any] = []
+        for (_, at), n in back.items():
+            args += [at, n]
+        self._run("give back sending counts", lambda: self._release(keys=keys, args=args), None)
+
+    def first_refusal(self, user: str, kind: str, period: float) -> bool:
+        """True for the first limit refusal of ``user`` in a window of
+        ``period`` seconds (S-1201: logged once); fails towards logging."""
+        return bool(self._run("note a limit refusal", lambda: self._redis.set(
+            self._key("noted", kind, user), b"1", nx=True, px=max(1, round(period * 1000))), True))
+
+    def _usage(self, user: str, periods: tuple[float, float], now_ms: int) -> Usage:
+        counts = []
+        for kind, period in zip(("messages", "recipients"), periods):
+            since = now_ms - period * 1000
+            steps = self._redis.hgetall(self._window(kind, user))
+            counts.append(sum(int(n) for at, n in steps.items() if at.isdigit() and int(at) > since))
+        return Usage(*counts)
+
+    def _now_ms(self) -> int:
+        seconds, micros = self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def usage(self, user: str, messages_period: float, recipients_period: float) -> Usage | None:
+        """What ``user`` holds in the two windows, or None when Redis fails."""
+        return self._run("read sending counts",
+                         lambda: self._usage(user, (messages_period, recipients_period), self._now_ms()), None)
+
+    def counts(self, user: str | None, periods: tuple[float, float]) -> dict[str, Usage]:
+        """``msa.py limits``: every user's (or one user's) usage in the
+        windows; raises redis-py's errors (the admin command reports them)."""
+        now = self._now_ms()
+        if user is not None:
+            users = {user}
+        else:
+            users = set()
+            for kind in ("messages", "recipients"):
+                start = self._window(kind, "")
+                for key in self._redis.scan_iter(match=_escape_glob(start) + b"*", count=1000):
+                    try:
+                        users.add(key[len(start):].decode("utf-8", "surrogatepass"))
+                    except UnicodeDecodeError:
+                        continue  # not a key msa wrote
+        found = {name: self._usage(name, periods, now) for name in sorted(users)}
+        return {name: usage for name, usage in found.items() if usage.messages or usage.recipients}
+
+    def reset(self, user: str) -> int:
+        """``msa.py limits reset USER``: forget the user's counts and refusal
+        notes in one transaction; how many messages were counted."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hget(self._window("messages", user), "total")
+        pipe.delete(self._window("messages", user), self._window("recipients", user),
+                    self._key("noted", "messages", user), self._key("noted", "recipients", user))
+        total, _ = pipe.execute()
+        return int(total) if total is not None and total.isdigit() else 0
