@@ -60,9 +60,11 @@ run: $(VENV)/.ready demo-files
 # -- tests ----------------------------------------------------------------------------------
 # Most tests wait on sockets and child processes: four workers (pytest-xdist)
 # keep `make test` well under 5 minutes on 2 cores. TEST_WORKERS=0: one process.
+# --dist loadgroup: tests marked xdist_group("redis") share one worker, and so
+# one private redis-server (tests/conftest.py); the others still spread.
 TEST_WORKERS ?= 4
 test: $(VENV)/.ready
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # Long property-based runs of the parsers and state machines; prints how many
 # examples each target ran (hypothesis statistics).
