@@ -24,8 +24,8 @@ with its window:
 - ``PREFIXsecret``: the 32 octets every host makes unknown users' salts
   from (S-514), set once with SET NX; a local copy in ``state_dir/secret``.
 
-Each check-and-count is one Lua script run by the server (EVALSHA through
-redis-py's ``register_script``, which loads it again after NOSCRIPT), on
+Each check-and-count is one Lua script run by the server (EVALSHA, loaded
+again after NOSCRIPT, as redis-py's ``register_script`` does), on
 ``redis.call('TIME')``: atomic across every thread, process and host, and
 on one clock, so hosts with skewed clocks agree (S-1401).
 
@@ -72,8 +72,9 @@ __all__ = ["RedisStore", "module_problem", "shown_url"]
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
 
-#: Connections to Redis kept per process; a call finding all of them busy
-#: waits for one at most state_timeout (it then fails open).
+#: Connections to Redis per process (for the sessions; `msa.py limits`
+#: and the checks use redis-py's own pool of as many); a call finding all
+#: of them busy waits for one at most state_timeout (it then fails open).
 POOL_SIZE = 32
 
 #: The shared secret's TTL, renewed whenever a process checks it: a key
@@ -101,8 +102,8 @@ _RESERVE = _NOW + """
 local key = KEYS[1]
 local limit, period, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local since = now - period
-local total = tonumber(redis.call('HGET', key, 'total')) or 0
-local first = tonumber(redis.call('HGET', key, 'first'))
+local kept = redis.call('HMGET', key, 'total', 'first')
+local total, first = tonumber(kept[1]) or 0, tonumber(kept[2])
 if first and first <= since then
   -- the oldest step left the window: drop every step that did, once
   total, first = 0, nil
@@ -123,10 +124,13 @@ if first and first <= since then
 end
 if total >= limit then return -1 end
 local at = now - now % step
-redis.call('HINCRBY', key, string.format('%d', at), 1)
-redis.call('HSET', key, 'total', total + 1)
-if not first or at < first then redis.call('HSET', key, 'first', string.format('%d', at)) end
-redis.call('PEXPIRE', key, period + step)
+redis.call('HINCRBY', key, 'total', 1)
+if redis.call('HINCRBY', key, string.format('%d', at), 1) == 1 then
+  -- a new step: the key lives until it leaves the window (a step already
+  -- counted in set a TTL that covers it)
+  if not first or at < first then redis.call('HSET', key, 'first', string.format('%d', at)) end
+  redis.call('PEXPIRE', key, period + step)
+end
 return at
 """
 
@@ -198,6 +202,16 @@ return v
 
 #: `check` and serve's start: the server runs scripts and has a clock.
 _PROBE = "return redis.call('TIME')[1]"
+
+
+class _Script:
+    """A Lua script and its SHA1, by which the server knows it (EVALSHA)."""
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
 
 
 def module_problem() -> str | None:
@@ -277,14 +291,19 @@ class RedisStore:
         pool = redis.BlockingConnectionPool(
             max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), **options)
-        self._redis = redis.Redis(connection_pool=pool)
+        self._redis = redis.Redis(connection_pool=pool)  # counts(), reset(), problem()
+        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
+        self._idle: list[Any] = []  # this process's connections, the last one used first
+        self._slots = threading.BoundedSemaphore(POOL_SIZE)
+        self._pid = os.getpid()
+        self._connection_error = redis.ConnectionError
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, ValueError, EOFError)
-        self._connection_errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError,
-                                                                    OSError)
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._release = self._redis.register_script(_RELEASE)
-        self._failed_script = self._redis.register_script(_FAILED)
-        self._secret_script = self._redis.register_script(_SECRET)
+        self._response_error = redis.ResponseError
+        self._no_script = redis.exceptions.NoScriptError
+        self._reserve = _Script(_RESERVE)
+        self._release = _Script(_RELEASE)
+        self._failed_script = _Script(_FAILED)
+        self._secret_script = _Script(_SECRET)
         self._lock = threading.Lock()
         # The current failure episode (S-1402): its warning, when the server
         # is tried again, and whether a call is trying it now.
@@ -299,6 +318,57 @@ class RedisStore:
         #: S-1402: while Redis fails, login delays still hold in this process
         #: (and a success forgets a name's failures in both).
         self.fallback = Throttle(clock=clock)
+
+    # -- commands on this process's connections ------------------------------------------
+    def _eval(self, script: _Script, keys: list[bytes], args: list[Any]) -> Any:
+        """Run ``script`` on the server: EVALSHA, and after NOSCRIPT (the
+        server's script cache emptied by a restart, a failover or SCRIPT
+        FLUSH) SCRIPT LOAD and EVALSHA again, as redis-py's
+        ``register_script`` does."""
+        try:
+            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except self._no_script:
+            self._command("SCRIPT", "LOAD", script.text)
+            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _command(self, *command: Any) -> Any:
+        """One command and its reply, on one of this process's connections
+        (at most POOL_SIZE; a call finding none free waits state_timeout at
+        most). Two of these run for every message (S-1201), so they skip
+        the client's per-command machinery and the pool's check of every
+        connection taken (a system call, and a wait for the GIL on a busy
+        process): a connection the server closed while it lay idle (a
+        restart, its idle timeout) fails at once, and the command goes once
+        more on a new one. Never sent twice after a timeout."""
+        if not self._slots.acquire(timeout=self.timeout):
+            raise self._connection_error("every connection to Redis is busy")
+        try:
+            if self._pid != os.getpid():  # a forked child never shares its parent's connections
+                self._idle, self._pid = [], os.getpid()
+            try:
+                conn, fresh = self._idle.pop(), False
+            except IndexError:
+                conn, fresh = self._connect(), True
+            while True:
+                try:
+                    conn.send_command(*command)
+                    reply = conn.read_response()
+                except self._response_error:
+                    self._idle.append(conn)  # an error reply: the connection is in step
+                    raise
+                except self._connection_error:
+                    conn.disconnect()
+                    if fresh:
+                        raise
+                    conn, fresh = self._connect(), True
+                    continue
+                except BaseException:
+                    conn.disconnect()  # a timeout: never reused half-read
+                    raise
+                self._idle.append(conn)
+                return reply
+        finally:
+            self._slots.release()
 
     # -- keys -----------------------------------------------------------------------
     def _key(self, *parts: str) -> bytes:
@@ -383,6 +453,12 @@ class RedisStore:
         return None
 
     def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                conn.disconnect()
+            except self._errors:
+                pass
         try:
             self._redis.connection_pool.disconnect()
         except self._errors:
@@ -406,8 +482,8 @@ class RedisStore:
                 except OSError as e:  # replaced by the shared one if Redis answers, else said
                     damaged = e
             candidate = local if local is not None else os.urandom(SECRET_OCTETS)
-            shared = self._run("read the shared secret", lambda: self._secret_script(
-                keys=[self._key("secret")], args=[candidate, SECRET_TTL_MS, SECRET_OCTETS]), None)
+            shared = self._run("read the shared secret", lambda: self._eval(
+                self._secret_script, [self._key("secret")], [candidate, SECRET_TTL_MS, SECRET_OCTETS]), None)
             if isinstance(shared, bytes) and len(shared) == SECRET_OCTETS:
                 self._secret_checked = time.monotonic()
                 if shared != local:
@@ -461,7 +537,7 @@ class RedisStore:
         """Seconds to wait before answering the next AUTH from ``client``:
         its failures in Redis, or those this process kept while Redis could
         not take them, whichever are more."""
-        values = self._run("read login failures", lambda: self._redis.hvals(self._key("fail", client)), [])
+        values = self._run("read login failures", lambda: self._command("HVALS", self._key("fail", client)), [])
         stored = 0
         for value in values:
             head = value.split(b":", 1)[0]
@@ -477,10 +553,10 @@ class RedisStore:
         that a success on another host, which Redis sees, is not undone
         here by a copy this host kept)."""
         hashed = self._hashed(name)
-        recorded = hashed is not None and self._run("record a login failure", lambda: self._failed_script(
-            keys=[self._key("fail", client)],
-            args=[hashed, THROTTLE_OTHER_NAMES, THROTTLE_MAX_NAMES, THROTTLE_MAX_COUNTED_FAILURES,
-                  int(THROTTLE_FORGET_SECONDS * 1000)]) is not None, False)
+        recorded = hashed is not None and self._run("record a login failure", lambda: self._eval(
+            self._failed_script, [self._key("fail", client)],
+            [hashed, THROTTLE_OTHER_NAMES, THROTTLE_MAX_NAMES, THROTTLE_MAX_COUNTED_FAILURES,
+             int(THROTTLE_FORGET_SECONDS * 1000)]) is not None, False)
         if not recorded:
             self.fallback.failed(client, name)
 
@@ -490,7 +566,7 @@ class RedisStore:
         hashed = self._hashed(name)
         if hashed is None:
             return
-        self._run("forget login failures", lambda: self._redis.hdel(self._key("fail", client), hashed), None)
+        self._run("forget login failures", lambda: self._command("HDEL", self._key("fail", client), hashed), None)
 
     # -- sending reservations (S-1201) ----------------------------------------------------
     def reserve(self, user: str, kind: str, limit: int, period: float, step: float = 1.0) -> Hold | None:
@@ -501,8 +577,8 @@ class RedisStore:
         (the limits fail open, S-1402)."""
         kind = "messages" if kind == "messages" else "recipients"
         step_ms = max(1, round(step * 1000))
-        at = self._run("reserve sending counts", lambda: self._reserve(
-            keys=[self._window(kind, user)], args=[limit, max(1, round(period * 1000)), step_ms]), None)
+        at = self._run("reserve sending counts", lambda: self._eval(
+            self._reserve, [self._window(kind, user)], [limit, max(1, round(period * 1000)), step_ms]), None)
         if at is None:
             return NOT_COUNTED
         if int(at) < 0:
@@ -526,13 +602,13 @@ class RedisStore:
         args: list[Any] = []
         for (_, at), n in back.items():
             args += [at, n]
-        self._run("give back sending counts", lambda: self._release(keys=keys, args=args), None)
+        self._run("give back sending counts", lambda: self._eval(self._release, keys, args), None)
 
     def first_refusal(self, user: str, kind: str, period: float) -> bool:
         """True for the first limit refusal of ``user`` in a window of
         ``period`` seconds (S-1201: logged once); fails towards logging."""
-        return bool(self._run("note a limit refusal", lambda: self._redis.set(
-            self._key("noted", kind, user), b"1", nx=True, px=max(1, round(period * 1000))), True))
+        return bool(self._run("note a limit refusal", lambda: self._command(
+            "SET", self._key("noted", kind, user), b"1", "NX", "PX", max(1, round(period * 1000))), True))
 
     def _usage(self, user: str, periods: tuple[float, float], now_ms: int) -> Usage:
         counts = []
