@@ -9,6 +9,7 @@ TTL, and `msa.py limits` and `check` against Redis."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 import threading
@@ -224,3 +225,18 @@ def test_a_password_protected_redis_over_tcp(tmp_path, certs, users, start_msa, 
         assert server.client(2).keys(b"msa:sent:messages:alice") == [b"msa:sent:messages:alice"]
     finally:
         server.stop()
+
+
+def test_inetd_processes_count_in_redis_too(tmp_path, users, redis_server, request):  # S-1401, S-1202
+    conf = msatest.write_config(tmp_path / "inetd", None, users=users, trusted_networks="",
+                                require_tls_for_auth="no", limit_messages="1/1h", state=redis_server.unix_url(),
+                                state_prefix=redistest.unused_prefix(request.node.name))
+    auth = b"EHLO x.example\r\nAUTH PLAIN " + b64("\0alice\0" + PASSWORD).encode() + b"\r\n"
+    message = b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n" + HEADER + b"QUIT\r\n"
+
+    def session() -> bytes:
+        return subprocess.run([sys.executable, MSA, "inetd", "-c", str(conf)], input=auth + message,
+                              capture_output=True, timeout=60, env={**os.environ, "TCPREMOTEIP": "192.0.2.7"}).stdout
+
+    assert b"\r\n250 2.0.0 Ok: queued as " in session()
+    assert b"\r\n450 4.7.1 Sending rate limit exceeded; try again later\r\n" in session()
