@@ -612,7 +612,7 @@ class RedisStore:
 
     def _usage(self, user: str, periods: tuple[float, float], now_ms: int) -> Usage:
         counts = []
-        for kind, period in zip(("messages", "recipients"), periods):
+        for kind, period in zip(("messages", "recipients"), periods, strict=True):
             since = now_ms - period * 1000
             steps = self._redis.hgetall(self._window(kind, user))
             counts.append(sum(int(n) for at, n in steps.items() if at.isdigit() and int(at) > since))

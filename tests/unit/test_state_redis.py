@@ -8,7 +8,6 @@ behaviour is Redis's (atomicity, TTL, scripts), Redis shows it."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
