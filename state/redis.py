@@ -284,10 +284,9 @@ class RedisStore:
         for name in ("socket_timeout", "socket_connect_timeout", "retry", "retry_on_timeout", "retry_on_error",
                      "max_connections", "timeout", "health_check_interval"):
             options.pop(name, None)  # msa's to set (config.py lets none of them through anyway)
-        # No retries: a timeout retried doubles the wait, and a script sent
-        # again might count twice. A pooled connection the server closed (a
-        # restart, its idle timeout) is found by the pool when taken, and
-        # made again, before any command is sent.
+        # No retries by redis-py: a timeout retried doubles the wait, and a
+        # script sent again after it might count twice (_command retries a
+        # connection found closed, once, before anything ran).
         pool = redis.BlockingConnectionPool(
             max_connections=POOL_SIZE, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), **options)
