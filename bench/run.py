@@ -1264,8 +1264,10 @@ class Bench:
         def shown(xs: list[float]) -> str:
             return "/".join(f"{x:.0f}" for x in xs)
 
+        medians = {name: statistics.median(xs) for name, xs in rates.items() if xs}
         rounds = f"best of {ROUNDS_14} alternating rounds (Redis {shown(rates['redis'])}, SQLite " \
-                 f"{shown(rates['sqlite'])}, off {shown(rates['off'])})"
+                 f"{shown(rates['sqlite'])}, off {shown(rates['off'])}; medians against off: Redis " \
+                 f"{medians['redis'] / medians['off']:.2f}x, SQLite {medians['sqlite'] / medians['off']:.2f}x)"
 
         def per_message(name: str, of: str | None = None) -> float | None:
             return 1000 * cpu[of or name] / sent[name] if sent[name] else None
