@@ -1264,7 +1264,7 @@ class Bench:
         def shown(xs: list[float]) -> str:
             return "/".join(f"{x:.0f}" for x in xs)
 
-        medians = {name: statistics.median(xs) for name, xs in rates.items() if xs}
+        medians = {name: statistics.median(xs) or float("nan") for name, xs in rates.items()}
         rounds = f"best of {ROUNDS_14} alternating rounds (Redis {shown(rates['redis'])}, SQLite " \
                  f"{shown(rates['sqlite'])}, off {shown(rates['off'])}; medians against off: Redis " \
                  f"{medians['redis'] / medians['off']:.2f}x, SQLite {medians['sqlite'] / medians['off']:.2f}x)"
