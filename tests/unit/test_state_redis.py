@@ -287,6 +287,21 @@ def test_an_unreachable_redis_fails_open_with_one_warning(make_store, capfd):  #
     assert s.problem() is not None
 
 
+def test_error_replies_fail_open_too(store, redis_server, prefix, capfd):  # S-1402: "answering errors"
+    from util import maillog
+
+    maillog.setup("stderr")
+    redis_server.client().set(f"{prefix}sent:messages:alice", b"not a window")  # WRONGTYPE for the script
+    hold = store.reserve("alice", "messages", 1, 3600, 30)
+    assert hold is not None and not hold.counted
+    assert "WRONGTYPE" in capfd.readouterr().err
+    assert store.failing
+    redis_server.client().delete(f"{prefix}sent:messages:alice")
+    time.sleep(0.6)  # the episode's first pause
+    assert store.reserve("alice", "messages", 1, 3600, 30).counted  # the same connection serves again
+    assert "works again" in capfd.readouterr().err
+
+
 def test_a_server_that_never_answers_costs_at_most_the_timeout(make_store):  # S-1402
     import socket
 
