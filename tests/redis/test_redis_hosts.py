@@ -240,3 +240,15 @@ def test_inetd_processes_count_in_redis_too(tmp_path, users, redis_server, reque
 
     assert b"\r\n250 2.0.0 Ok: queued as " in session()
     assert b"\r\n450 4.7.1 Sending rate limit exceeded; try again later\r\n" in session()
+
+
+def test_a_missing_redis_py_is_named_by_check_and_stops_serve(tmp_path):  # S-1403
+    # `python -S`: no site-packages, so no redis-py (and no argon2: check says so too).
+    conf = msatest.write_config(tmp_path, None, state=f"redis://127.0.0.1:{redistest.free_port()}/0")
+    for command in ("check", "serve"):
+        p = subprocess.run([sys.executable, "-S", MSA, command, "-c", str(conf)], capture_output=True, text=True,
+                           timeout=60)
+        out = p.stdout + p.stderr
+        assert p.returncode == 1, out
+        assert f"{conf}:" in out and ": state: the redis module (redis-py) is missing" in out, out
+        assert "Traceback" not in out
