@@ -24,10 +24,11 @@ with its window:
 - ``PREFIXsecret``: the 32 octets every host makes unknown users' salts
   from (S-514), set once with SET NX; a local copy in ``state_dir/secret``.
 
-Each check-and-count is one Lua script run by the server (EVALSHA, loaded
-again after NOSCRIPT, as redis-py's ``register_script`` does), on
-``redis.call('TIME')``: atomic across every thread, process and host, and
-on one clock, so hosts with skewed clocks agree (S-1401).
+Each check-and-count is one Lua script (state/redisscripts.py) run by the
+server (EVALSHA, loaded again after NOSCRIPT, as redis-py's
+``register_script`` does), on ``redis.call('TIME')``: atomic across every
+thread, process and host, and on one clock, so hosts with skewed clocks
+agree (S-1401).
 
 Faults (S-1402): every call waits at most ``state_timeout`` (socket and
 connect timeouts; redis-py's retries off). A call that fails starts an
@@ -63,6 +64,7 @@ from sasl.limits import (
 from util import maillog
 
 from . import NOT_COUNTED, Hold, Usage
+from . import redisscripts as scripts
 from .secretfile import SECRET_FILENAME, SECRET_OCTETS, load_secret, read_secret, replace_secret
 
 __all__ = ["RedisStore", "module_problem", "shown_url"]
@@ -88,121 +90,6 @@ SECRET_RECHECK = 600.0
 
 #: Oldest Redis msa runs on (S-1401): scripts that write after TIME.
 MIN_REDIS_MAJOR = 6
-
-# -- scripts (Lua 5.1, numbers are doubles: milliseconds stay exact) ------------------------
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-#: S-1201: check and count one reservation. KEYS[1] the user's window of
-#: one kind; ARGV limit, period (ms), step (ms). The step's start, or -1
-#: when the limit is reached.
-_RESERVE = _NOW + """
-local key = KEYS[1]
-local limit, period, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local since = now - period
-local kept = redis.call('HMGET', key, 'total', 'first')
-local total, first = tonumber(kept[1]) or 0, tonumber(kept[2])
-if first and first <= since then
-  -- the oldest step left the window: drop every step that did, once
-  total, first = 0, nil
-  local all = redis.call('HGETALL', key)
-  for i = 1, #all, 2 do
-    local at = tonumber(all[i])
-    if at then
-      if at <= since then
-        redis.call('HDEL', key, all[i])
-      else
-        total = total + tonumber(all[i + 1])
-        if not first or at < first then first = at end
-      end
-    end
-  end
-  redis.call('HSET', key, 'total', total)
-  if first then redis.call('HSET', key, 'first', string.format('%d', first)) else redis.call('HDEL', key, 'first') end
-end
-if total >= limit then return -1 end
-local at = now - now % step
-redis.call('HINCRBY', key, 'total', 1)
-if redis.call('HINCRBY', key, string.format('%d', at), 1) == 1 then
-  -- a new step: the key lives until it leaves the window (a step already
-  -- counted in set a TTL that covers it)
-  if not first or at < first then redis.call('HSET', key, 'first', string.format('%d', at)) end
-  redis.call('PEXPIRE', key, period + step)
-end
-return at
-"""
-
-#: S-1201: give reservations back. KEYS the windows; ARGV per key: the
-#: step's start, how many. A step already gone (pruned, expired) is left.
-_RELEASE = """
-for i = 1, #KEYS do
-  local key, at, n = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
-  local have = tonumber(redis.call('HGET', key, at))
-  if have and have > 0 then
-    local back = math.min(have, n)
-    redis.call('HINCRBY', key, at, -back)
-    local total = tonumber(redis.call('HGET', key, 'total')) or 0
-    redis.call('HSET', key, 'total', math.max(total - back, 0))
-  end
-end
-return 1
-"""
-
-#: S-511: one failed login. KEYS[1] the address's failures; ARGV the
-#: name's hash, the bucket of folded names, THROTTLE_MAX_NAMES,
-#: THROTTLE_MAX_COUNTED_FAILURES, the forgetting time (ms). The name's
-#: failures now.
-_FAILED = _NOW + """
-local key, name, other = KEYS[1], ARGV[1], ARGV[2]
-local max_names, cap, forget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local function count(v)
-  if not v then return 0, 0 end
-  local c, at = string.match(v, '^(%d+):(%d+)$')
-  return tonumber(c) or 0, tonumber(at) or 0
-end
-local mine = redis.call('HGET', key, name)
-if not mine and redis.call('HLEN', key) >= max_names then
-  -- many names from one address: the oldest one's count moves to the
-  -- bucket no success clears
-  local all = redis.call('HGETALL', key)
-  local oldest, oldest_at, oldest_count
-  for i = 1, #all, 2 do
-    if all[i] ~= other then
-      local c, at = count(all[i + 1])
-      if not oldest or at < oldest_at then oldest, oldest_at, oldest_count = all[i], at, c end
-    end
-  end
-  if oldest then
-    local folded = count(redis.call('HGET', key, other))
-    redis.call('HSET', key, other, string.format('%d:%d', math.min(folded + oldest_count, cap), now))
-    redis.call('HDEL', key, oldest)
-  end
-end
-local c = count(mine)
-redis.call('HSET', key, name, string.format('%d:%d', math.min(c + 1, cap), now))
-redis.call('PEXPIRE', key, forget)
-return c + 1
-"""
-
-#: S-514: the shared secret, set once (SET NX); a value that is not a
-#: secret of msa's is replaced. KEYS[1]; ARGV a candidate, the TTL (ms),
-#: the secret's length. The secret.
-_SECRET = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-local v = redis.call('GET', KEYS[1])
-if string.len(v) ~= tonumber(ARGV[3]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return v
-"""
-
-#: `check` and serve's start: the server runs scripts and has a clock.
-_PROBE = "return redis.call('TIME')[1]"
-
 
 class _Script:
     """A Lua script and its SHA1, by which the server knows it (EVALSHA)."""
@@ -299,10 +186,10 @@ class RedisStore:
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError, ValueError, EOFError)
         self._response_error = redis.ResponseError
         self._no_script = redis.exceptions.NoScriptError
-        self._reserve = _Script(_RESERVE)
-        self._release = _Script(_RELEASE)
-        self._failed_script = _Script(_FAILED)
-        self._secret_script = _Script(_SECRET)
+        self._reserve = _Script(scripts.RESERVE)
+        self._release = _Script(scripts.RELEASE)
+        self._failed_script = _Script(scripts.FAILED)
+        self._secret_script = _Script(scripts.SECRET)
         self._lock = threading.Lock()
         # The current failure episode (S-1402): its warning, when the server
         # is tried again, and whether a call is trying it now.
@@ -439,7 +326,7 @@ class RedisStore:
         (S-1403: check; serve's start-up check). Never raises."""
         try:
             self._redis.ping()
-            self._redis.eval(_PROBE, 0)
+            self._redis.eval(scripts.PROBE, 0)
         except self._errors as e:
             return f"{self.where}: {_why(e)}"
         try:
