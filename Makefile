@@ -60,8 +60,9 @@ run: $(VENV)/.ready demo-files
 # -- tests ----------------------------------------------------------------------------------
 # Most tests wait on sockets and child processes: four workers (pytest-xdist)
 # keep `make test` well under 5 minutes on 2 cores. TEST_WORKERS=0: one process.
-# --dist loadgroup: the tests marked xdist_group("sql") run in one worker, so the
-# private PostgreSQL and MariaDB of tests/sql start once per run.
+# --dist loadgroup: the tests marked xdist_group("sql"), ("dovecot") or ("redis")
+# run in one worker each, so each private server starts once per run; the
+# others still spread.
 TEST_WORKERS ?= 4
 test: $(VENV)/.ready
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests

@@ -84,6 +84,8 @@ def run(path: str, out: TextIO) -> int:
         warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
 
     _check_state(cfg, problems, warnings)
+    if cfg.state != "sqlite":
+        _check_redis(cfg, problems, warnings)
 
     if cfg.run_as:
         import pwd
@@ -198,6 +200,28 @@ def _check_state(cfg: config_mod.Config, problems: list[str], warnings: list[str
         problems.append(f"{where}: {path} is not an SQLite database; move it away (msa makes a new one)")
     elif not os.access(path, os.W_OK):
         problems.append(f"{where}: {path} is not writable by this user")
+
+
+def _check_redis(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:
+    """S-1403: with `state = redis://...`, redis-py is there, the server
+    answers PING and runs a script within state_timeout, and is Redis 6 or
+    later; a password in the URL asks for a private configuration file."""
+    from state.redis import RedisStore, module_problem
+
+    where = f"{cfg.where('state')}: state"
+    if why := module_problem():
+        problems.append(f"{where}: {why}")
+        return
+    from urllib.parse import urlsplit
+
+    if urlsplit(cfg.state).password:  # the Redis password is in the configuration file
+        _readable_by_all(cfg.path, warnings)
+    store = RedisStore(cfg.state, cfg.state_prefix, cfg.state_timeout, cfg.state_dir)
+    try:
+        if why := store.problem():
+            problems.append(f"{where}: {why} (state_timeout {cfg.state_timeout:g} s)")
+    finally:
+        store.close()
 
 
 #: Room for what msa adds to a message (Received:, Date:, Message-ID:, and

@@ -35,7 +35,7 @@ class Authenticator:
     def __init__(self, server: Any, cache_ttl: float) -> None:
         self.server = server
         self._lock = threading.Lock()
-        self._secret: bytes | None = None  # S-514's salt secret, from the state store
+        self._secret: bytes | None = None  # S-514's salt secret when the store has none (derived)
         self._fake_for: Any = None  # the UserDB _fake_iterations was counted in
         self._fake_iterations = SCRAM_DEFAULT_ITERATIONS
         self.cache = CredentialCache(cache_ttl)
@@ -71,23 +71,26 @@ class Authenticator:
                 self._fake_iterations = counts.most_common(1)[0][0] if counts else SCRAM_DEFAULT_ITERATIONS
                 self._fake_for = users
             iterations = self._fake_iterations
-        if self._secret is None:
-            self._secret = self._salt_secret(users)
-        return sasl.scram.fake_credential(self._secret, name, iterations)
+        return sasl.scram.fake_credential(self._salt_secret(users), name, iterations)
 
     def _salt_secret(self, users: Any) -> bytes:
         """S-514 amended: the same in every process and after restarts,
-        whatever the state store's health: ``state_dir/secret``, made once;
-        should the directory be unusable, a secret derived from what msa
-        holds anyway (the TLS key, else the users' SCRAM keys), warned
-        once. Never a random one per process: that would tell unknown names
-        (a new salt on every connection) from real ones."""
+        whatever the state store's health: ``state_dir/secret``, made once
+        (with Redis, the secret every host shares, S-1401, asked of the
+        store each time: it keeps it, and a host that made its own while
+        Redis was down takes the shared one); should the store have none, a
+        secret derived from what msa holds anyway (the TLS key, else the
+        users' SCRAM keys), warned once. Never a random one per process:
+        that would tell unknown names (a new salt on every connection) from
+        real ones."""
         import hashlib
 
         try:
             return self.server.state.secret()
         except OSError as e:
             why = e.strerror or str(e)
+        if self._secret is not None:
+            return self._secret
         cfg = self.server.runtime.config
         source = b""
         if cfg.tls_key:
@@ -101,7 +104,8 @@ class Authenticator:
             source = "\n".join(sorted(user.scram for user in (users or ()) if user.scram)).encode()
         maillog.warning(f"state_dir {cfg.state_dir}: cannot read or make its secret ({why}); unknown users' "
                         "SCRAM salts come from a secret derived from " + ("tls_key" if cfg.tls_key else "users.db"))
-        return hashlib.blake2b(source, digest_size=32, person=b"msa-scram-salt").digest()
+        self._secret = hashlib.blake2b(source, digest_size=32, person=b"msa-scram-salt").digest()
+        return self._secret
 
     def check(self, session: Any, ev: Any) -> AuthResult:
         key = client_key(session.ip)

@@ -103,6 +103,9 @@ class Config:
     auth_dovecot: str | None = None  # "unix:PATH" or "inet:HOST:PORT" (S-1302); None: no Dovecot
     auth_dovecot_timeout: float = 10.0
     sql: str | None = None  # the SQL directory file (S-1303); None: no SQL
+    state: str = "sqlite"  # "sqlite" (state_dir) or a Redis URL shared by several hosts (S-1401)
+    state_prefix: str = "msa:"  # every Redis key starts with it
+    state_timeout: float = 0.5  # seconds before a store call counts as failed (S-1402)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -162,6 +165,9 @@ _DEFAULTS: dict[str, str] = {
     "auth_dovecot": "",
     "auth_dovecot_timeout": "10",
     "sql": "",
+    "state": "sqlite",
+    "state_prefix": "msa:",
+    "state_timeout": "0.5",
 }
 
 _DOVECOT = re.compile(r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z")
@@ -191,6 +197,59 @@ _MAX_HOST_NAME = 253
 #: machine accounts end in '$'. LOGIN_NAME_MAX on Linux is 256.
 _USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z")
 _MAX_USER_NAME = 256
+
+
+#: S-1401: the URL query parameters msa passes on to redis-py; the others
+#: (timeouts, pool sizes, retries) are msa's to set, from state_timeout.
+_STATE_QUERY = frozenset({"db"})
+_STATE_TLS_QUERY = frozenset({"ssl_ca_certs", "ssl_cert_reqs", "ssl_check_hostname", "ssl_certfile", "ssl_keyfile"})
+#: state_prefix: a Redis key prefix of printable ASCII, no spaces.
+_STATE_PREFIX = re.compile(r"[!-~]{1,64}\Z")
+
+
+def state_url_problem(url: str) -> str | None:
+    """Why `url` is not a Redis URL msa can use (S-1401: redis://, rediss://,
+    unix://, redis-py's forms), or None."""
+    from urllib.parse import parse_qs, urlsplit
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        return "must be sqlite or a Redis URL: redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH[?db=N]"
+    if "#" in url:
+        return "holds a '#': write it as %23 (in a password, say)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:  # its text may hold the password: not repeated
+        return "is not a URL (in a password, write '/', '?', '#' and '@' as %2F, %3F, %23 and %40)"
+    allowed = _STATE_QUERY | (_STATE_TLS_QUERY if scheme == "rediss" else frozenset())
+    for name, values in query.items():
+        if name not in allowed:
+            return f"has the parameter {name!r}; only {', '.join(sorted(allowed))} may be given (msa sets the rest)"
+        if len(values) != 1:
+            return f"gives {name!r} more than once"
+    if query.get("ssl_cert_reqs", ["required"])[0] not in ("none", "optional", "required"):
+        return "ssl_cert_reqs must be none, optional or required"
+    db = query.get("db", [""])[0]
+    if scheme == "unix":
+        if parts.hostname or port is not None:
+            return "names a host; a unix:// URL is unix:///PATH (three slashes), or unix://:PASSWORD@/PATH"
+        if not parts.path.startswith("/") or parts.path == "/":
+            return "needs the absolute path of the socket: unix:///run/redis/redis.sock"
+    else:
+        if not parts.hostname:
+            return "names no host"
+        if port is not None and not 0 < port < 65536:
+            return f"port {port} out of range"
+        path = parts.path.strip("/")
+        if path:
+            if not path.isdigit() or "db" in query:
+                return f"path {parts.path!r} must be a database number (/0 to /15...), given once"
+            db = path
+    if db and not (db.isascii() and db.isdigit() and int(db) < 2**31):
+        return f"database {db!r} must be a number"
+    return None
 
 
 def _bad_character(key: str, value: str) -> str | None:
@@ -469,6 +528,16 @@ def parse(text: str, path: str) -> Config:
         else:
             auth_dovecot = raw_dovecot
 
+    state = values["state"]
+    if state.lower() == "sqlite":
+        state = "sqlite"
+    elif "state" not in refused and (why := state_url_problem(state)):
+        problems.append(f"{where('state')}: state {why}")
+    state_prefix = values["state_prefix"]
+    if "state_prefix" not in refused and not _STATE_PREFIX.match(state_prefix):
+        problems.append(f"{where('state_prefix')}: state_prefix must be 1 to 64 printable ASCII characters "
+                        f"without spaces (like msa: or mail1:), not {state_prefix!r}")  # fmt: skip
+
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
         problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
@@ -510,6 +579,9 @@ def parse(text: str, path: str) -> Config:
         auth_dovecot=auth_dovecot,
         auth_dovecot_timeout=number("auth_dovecot_timeout", 0.1, 600),
         sql=rel(values["sql"]) if values["sql"] else None,
+        state=state,
+        state_prefix=state_prefix,
+        state_timeout=number("state_timeout", 0.01, 30),
         lines=lines,
     )
     if problems:

@@ -234,14 +234,14 @@ def serve(cfg: Config) -> int:
                 print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
             return 1
 
-    from state.sqlite import load_secret, open_problem
-
-    if problem := open_problem(cfg.state_dir):  # as the user that will write it
-        maillog.warning(f"{cfg.where('state_dir')}: state store: {problem}; sending limits are not applied "
+    store = server.state
+    if problem := store.problem():  # as the user that will write it; Redis: PING (S-1402)
+        key = "state_dir" if cfg.state == "sqlite" else "state"
+        maillog.warning(f"{cfg.where(key)}: state store: {problem}; sending limits are not applied "
                         "and login delays hold in this process only until it works")  # fmt: skip
-        server.state.mark_failing(problem)  # S-1202: that was the episode's one warning
+        store.mark_failing(problem)  # S-1202: that was the episode's one warning
     try:
-        load_secret(cfg.state_dir)  # made once, now, so that no session waits for it (S-514)
+        store.secret()  # made (or fetched) once, now, so that no session waits for it (S-514)
     except OSError:
         pass  # said when first needed (server/auth.py)
 

@@ -183,14 +183,13 @@ class Server:
 
     @property
     def state(self) -> Any:
-        """The state store (state/), made when first needed: an inetd
-        session that never authenticates does not import sqlite3."""
+        """The state store (state/) `state` names, made when first needed:
+        an inetd session that never authenticates imports neither sqlite3
+        nor redis-py."""
         if self._state is None:
-            from state.sqlite import SqliteStore
-
             with self._lock:
                 if self._state is None:
-                    self._state = SqliteStore(self._runtime.config.state_dir)
+                    self._state = make_store(self._runtime.config)
         return self._state
 
     @property
@@ -247,6 +246,18 @@ class Server:
     def live_sessions(self) -> list[Any]:
         with self._lock:
             return list(self.sessions)
+
+
+def make_store(cfg: Config) -> Any:
+    """The state store of `state` (SPEC.md S-1202, S-1401): SQLite in
+    state_dir, or Redis (with its secret's local copy in state_dir)."""
+    if cfg.state == "sqlite":
+        from state.sqlite import SqliteStore
+
+        return SqliteStore(cfg.state_dir)
+    from state.redis import RedisStore
+
+    return RedisStore(cfg.state, cfg.state_prefix, cfg.state_timeout, cfg.state_dir)
 
 
 class StartupError(Exception):
@@ -348,6 +359,11 @@ def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = Fal
         others = load_directories(cfg, previous)
     except StartupError as e:
         problems.extend(e.problems)
+    if cfg.state != "sqlite":  # S-1403: redis-py, imported only when configured, must be there
+        from state.redis import module_problem
+
+        if why := module_problem():
+            problems.append(f"{cfg.where('state')}: state: {why}")
     if problems:
         raise StartupError(problems)
     return Runtime(cfg, ctx, users, dkim, apps, tuple(others))

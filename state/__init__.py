@@ -1,8 +1,8 @@
 """What outlives a session (SPEC.md §12, §14; DESIGN.md "Layout"): login
 failures (S-511), sending reservations (S-1201), first-refusal notes and
 the secret behind unknown users' SCRAM salts (S-514), behind one `Store`
-interface. `sqlite` keeps them in `state_dir` (the default); a shared
-store for several hosts is another module behind the same interface.
+interface. `sqlite` keeps them in `state_dir` (the default); `redis` in a
+Redis server that several hosts share (§14), behind the same interface.
 
 Every method of a store fails open: a store that cannot answer never
 loses or refuses mail (S-1202). The package never imports server/,
@@ -73,5 +73,8 @@ class Store(Protocol):
     def secret(self) -> bytes: ...
 
     def mark_failing(self, why: str) -> None: ...
+
+    # Why the store cannot be used now, or None (serve's start-up check, `check`).
+    def problem(self) -> str | None: ...
 
     def close(self) -> None: ...

@@ -4,10 +4,11 @@ This module owns what msa keeps across restarts and shares between
 ``serve`` and every ``inetd`` process: login failures per client address
 and user name (the S-511 delay), the messages and recipients each user
 reserved and sent in the sliding windows of S-1201, and when a limit
-refusal was last logged. Beside the database, in a file of its own, lies
-one secret made once (``state_dir/secret``): the salt secret of unknown
-users' SCRAM challenges (S-514) and the key under which failed login names
-are kept (S-1202: never the typed name itself).
+refusal was last logged. Beside the database, in a file of its own
+(state/secretfile.py), lies one secret made once (``state_dir/secret``):
+the salt secret of unknown users' SCRAM challenges (S-514) and the key
+under which failed login names are kept (S-1202: never the typed name
+itself).
 
 It is stdlib ``sqlite3`` in WAL mode: readers never wait for the writer,
 and every write is one small transaction, so eight busy sessions cost a
@@ -74,13 +75,11 @@ from sasl.limits import (
 from util import maillog
 
 from . import NOT_COUNTED, Hold, Usage
+from .secretfile import SECRET_FILENAME, SECRET_OCTETS, load_secret, write_secret
 
 __all__ = ["FILENAME", "FILES", "SECRET_FILENAME", "SqliteStore", "load_secret", "open_problem"]
 
 FILENAME = "state.sqlite"
-#: The secret made once beside the database (S-514, S-1202).
-SECRET_FILENAME = "secret"
-SECRET_OCTETS = 32
 #: The database's own files, each kept at mode 0600.
 FILES = (FILENAME, FILENAME + "-wal", FILENAME + "-shm")
 
@@ -192,7 +191,7 @@ def _migrate(db: sqlite3.Connection, directory: str, version: int) -> None:
         if version == 1:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (_OLD_SECRET_KEY,)).fetchone()
             if row is not None and len(row[0]) == SECRET_OCTETS:
-                _write_secret(os.path.join(directory, SECRET_FILENAME), bytes(row[0]))
+                write_secret(os.path.join(directory, SECRET_FILENAME), bytes(row[0]))
             db.execute("DELETE FROM failures")
             db.execute("DELETE FROM meta WHERE key = ?", (_OLD_SECRET_KEY,))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -200,57 +199,6 @@ def _migrate(db: sqlite3.Connection, directory: str, version: int) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-
-
-def _write_secret(path: str, value: bytes) -> bool:
-    """Write the secret file once (0600, never over an existing one, never
-    through a link); False when another process made it first."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, value)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    os.close(fd)
-    return True
-
-
-def load_secret(directory: str, make: Callable[[int], bytes] = os.urandom) -> bytes:
-    """``state_dir/secret``, made once (0600) with ``make`` when missing: the
-    same value in every process and after every restart, whatever the
-    database's health. OSError when it can be neither read nor made."""
-    path = os.path.join(directory, SECRET_FILENAME)
-    for _ in range(3):  # made by another process between the read and the write: read it again
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            value = make(SECRET_OCTETS)
-            if _write_secret(path, value):
-                return value
-            continue
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, f"{path} is not a regular file")
-            value = os.read(fd, SECRET_OCTETS + 1)
-        finally:
-            os.close(fd)
-        if len(value) != SECRET_OCTETS:
-            raise OSError(errno.EINVAL, f"{path} does not hold a {SECRET_OCTETS}-octet secret; remove it "
-                                        "(msa makes a new one)")
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            try:
-                os.chmod(path, 0o600)
-            except OSError:
-                pass
-        return value
-    raise OSError(errno.EAGAIN, f"{path} keeps changing")
 
 
 def open_problem(directory: str) -> str | None:
@@ -297,6 +245,7 @@ class SqliteStore:
         self._pruned = 0.0
         self._writer = threading.Lock()  # one writer at a time in this process
         self._name_key: bytes | None = None
+        self._secret: bytes | None = None
         #: S-1202: while the store fails, login delays still hold in this
         #: process (and a success forgets a name's failures in both).
         self.fallback = Throttle(clock=clock)
@@ -414,8 +363,16 @@ class SqliteStore:
 
     # -- the secret -----------------------------------------------------------------
     def secret(self) -> bytes:
-        """``state_dir/secret`` (S-514, S-1202); OSError when unusable."""
-        return load_secret(self.directory)
+        """``state_dir/secret`` (S-514, S-1202; state/secretfile.py), read
+        once; OSError when unusable."""
+        if self._secret is None:
+            self._secret = load_secret(self.directory)
+        return self._secret
+
+    def problem(self) -> str | None:
+        """Why the store cannot be opened and written now, or None (serve's
+        start-up check, S-1202)."""
+        return open_problem(self.directory)
 
     def _hashed(self, name: str) -> str | None:
         """A failed login's name as the store keeps it: a keyed hash, so a

@@ -42,6 +42,24 @@ def msa(start_msa) -> msatest.MsaProcess:
     return start_msa()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """ONE private redis-server for the tests of one worker (mark them
+    ``xdist_group("redis")`` so they share one), stopped by its pid at the
+    end. Tests keep apart by their state_prefix (redistest.unused_prefix)."""
+    import redistest
+
+    if redistest.REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    from state.redis import module_problem
+
+    if why := module_problem():
+        pytest.skip(why)
+    server = redistest.RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def fake_mta():
     """A scripted SMTP server for the SMTP hand-off (tests/helpers/fake_mta.py)."""
