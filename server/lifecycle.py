@@ -178,6 +178,8 @@ def _preload(cfg: Config) -> None:
     optional = list(_OPTIONAL)
     if cfg.sql:
         optional += ["psycopg", "pymysql"]
+    if cfg.state != "sqlite":
+        optional.append("redis")
     for name in optional:
         try:
             importlib.import_module(name)

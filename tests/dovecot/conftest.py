@@ -163,6 +163,11 @@ class Dovecot:
     NOLOGIN = NOLOGIN
     TEMPFAIL = TEMPFAIL
     user = staticmethod(user)
+    DOVEADM = DOVEADM
+    #: for a test that wants an instance of its own (conftest modules share a
+    #: name in sys.modules, so tests reach them through this class)
+    free_port = staticmethod(lambda: free_port())
+    write_files = staticmethod(lambda root, port, ipv6: write_files(root, port, ipv6))
 
     root: Path
     port: int

@@ -145,9 +145,8 @@ def test_limits_hold_for_dovecot_users(start_msa, dovecot, users_db):  # S-1201
 
 
 def test_dovecot_gone_is_454_and_users_db_still_works(start_msa, dovecot, users_db, tmp_path):  # S-1302
-    import sys
 
-    dc = sys.modules[type(dovecot).__module__]  # tests/dovecot/conftest.py: a second, private instance
+    dc = type(dovecot)  # tests/dovecot/conftest.py's Dovecot: a second, private instance
 
     import shutil
     import tempfile
@@ -155,7 +154,7 @@ def test_dovecot_gone_is_454_and_users_db_still_works(start_msa, dovecot, users_
 
     root = Path(tempfile.mkdtemp(prefix="msa-dovecot-"))  # readable by Dovecot's auth user, unlike tmp_path
     root.chmod(0o755)
-    own = dc.Dovecot(root, dc.free_port(), False)
+    own = dc(root, dc.free_port(), False)
     dc.write_files(root, own.port, False)
     own.start()
     try:
@@ -226,14 +225,13 @@ def test_no_reply_time_tells_which_directory_holds_a_name(start_msa, dovecot, us
     import shutil
     import sqlite3
     import statistics
-    import sys
     import tempfile
     from pathlib import Path
 
-    dc = sys.modules[type(dovecot).__module__]
+    dc = type(dovecot)
     root = Path(tempfile.mkdtemp(prefix="msa-dovecot-"))
     root.chmod(0o755)
-    own = dc.Dovecot(root, dc.free_port(), False)
+    own = dc(root, dc.free_port(), False)
     dc.write_files(root, own.port, False)
     with open(own.conf, "a") as f:  # no failure delay of its own: a Dovecot failure is the fastest path
         f.write("auth_failure_delay = 0\n")

@@ -79,7 +79,10 @@ def test_unsupported_scheme_fails_naming_it(sqldir):  # S-1304
     directory, log = sqldir
     verdict = directory.authenticate("md5@example.org", schema.PASSWORD, CLIENT)  # the right password
     assert verdict == Verdict(known=True, ok=False, user="md5@example.org", reason="unsupported scheme MD5-CRYPT")
-    assert "$1$" not in verdict.reason and log.all() == ""
+    assert "$1$" not in verdict.reason
+    directory.authenticate("md5@example.org", b"again", CLIENT)
+    # One log line per user, naming the scheme, never the hash (S-1304).
+    assert log.all().count("unsupported scheme MD5-CRYPT") == 1 and "$1$" not in log.all(), log.all()
 
 
 def test_contract_example_verbatim(db, tmp_path, open_dir):  # S-1303, CONTRACT.md "Directories"
