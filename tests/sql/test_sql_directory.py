@@ -395,7 +395,7 @@ def test_a_hung_server_mid_query_is_bounded(db_server, sql_conf, open_dir):  # S
         attempt.join()
     [verdict] = verdicts
     assert verdict.temporary and not verdict.ok
-    assert 0.9 < elapsed < 3.5, elapsed
+    assert 0.9 < elapsed < 6, elapsed  # bounded: unbounded, it waits the 10 s of the join
     assert len(log.warnings) == 1
     assert directory.authenticate("sha256@example.org", schema.PASSWORD, CLIENT).ok
     assert log.infos == ["sql: database available again"]

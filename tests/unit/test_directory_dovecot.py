@@ -105,7 +105,7 @@ def test_silent_dovecot_is_temporary_within_the_timeout_and_warns_once(make):
         elapsed = time.monotonic() - start
         assert (v.ok, v.temporary) == (False, True)
         assert "no answer within the timeout" in v.reason
-        assert 0.9 <= elapsed < 2.5
+        assert 0.9 <= elapsed < 4
     assert len(log.warnings) == 1 and log.infos == []
 
 

@@ -280,7 +280,7 @@ def test_an_unreachable_redis_fails_open_with_one_warning(make_store, capfd):  #
     for _ in range(50):  # within the episode's pause: no attempt at all, no wait
         assert s.reserve("alice", "messages", 1, 3600, 30).counted is False
         assert s.first_refusal("alice", "messages", 3600)
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 1.0  # (a wait per call would be 50 x 0.5 s)
     assert s.failing
     err = capfd.readouterr().err
     assert err.count("until it works again") == 1, err
@@ -313,11 +313,11 @@ def test_a_server_that_never_answers_costs_at_most_the_timeout(make_store):  # S
         t0 = time.monotonic()
         assert not s.reserve("alice", "messages", 1, 3600, 30).counted
         took = time.monotonic() - t0
-        assert 0.25 < took < 1.0, took
+        assert 0.25 < took < 2.0, took
         t0 = time.monotonic()
         s.failed("192.0.2.1", "alice")
         s.delay("192.0.2.1")
-        assert time.monotonic() - t0 < 0.1  # the episode's pause: failing open at once
+        assert time.monotonic() - t0 < 0.5  # the episode's pause: failing open at once
     finally:
         silent.close()
 
