@@ -93,11 +93,42 @@ def run(args: argparse.Namespace, cfg: Any, out: TextIO = sys.stdout, err: TextI
 
 
 def _user(cfg: Any, name: str) -> Any:
-    users = edit.database(cfg.users, missing_ok=False)
+    """The user an app password is for: a users.db user, or (S-1305) a
+    user of the configured SQL or Dovecot directory, under the name it logs
+    in as, with the senders that directory gives it."""
+    users = edit.database(cfg.users, missing_ok=not (cfg.sql or cfg.auth_dovecot))
     user = users.get(name)
-    if user is None:
+    if user is not None:
+        return user
+    if not (cfg.sql or cfg.auth_dovecot):
         raise edit.Fail(1, f"{cfg.users}: no user {name}")
-    return user
+    from sasl import User, name_problem
+    from sasl.senders import check_sender
+
+    name = name.lower()
+    if why := name_problem(name):
+        raise edit.Fail(1, f"msa.py app add: bad user name: {why}")
+    senders: tuple[str, ...] | None = None
+    if cfg.sql:
+        senders = _sql_senders(cfg, name)
+    if senders is None:  # as the daemon decides (S-1305): the name, when it is an address
+        senders = (name,) if "@" in name and check_sender(name) is None else ()
+    return User(name, "", None, senders)
+
+
+def _sql_senders(cfg: Any, name: str) -> tuple[str, ...] | None:
+    from directory import Unavailable, sql
+
+    try:
+        directory = sql.SqlDirectory(sql.load(cfg.sql), warn=lambda _: None)
+    except sql.SqlConfigError as e:
+        raise edit.Fail(1, *e.problems) from None
+    try:
+        return directory.senders(name)
+    except Unavailable as e:
+        raise edit.Fail(75, f"sql: {e}") from None
+    finally:
+        directory.close()
 
 
 def _add(args: argparse.Namespace, cfg: Any, out: TextIO, err: TextIO) -> None:

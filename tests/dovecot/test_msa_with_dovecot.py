@@ -268,3 +268,23 @@ def test_no_reply_time_tells_which_directory_holds_a_name(start_msa, dovecot, us
     finally:
         own.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_app_passwords_work_for_dovecot_users(start_msa, dovecot, users_db):  # S-1305, S-515
+    import sys
+
+    m = start_msa(users=users_db, trusted_networks="", auth_dovecot=dovecot.unix)
+    name = dovecot.user("SHA512-CRYPT")
+    made = subprocess.run([sys.executable, msatest.MSA, "app", "add", name, "phone", "-c", str(m.conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    refused = subprocess.run([sys.executable, msatest.MSA, "app", "add", name, "tablet", "--sender",
+                              "someone@else.example", "-c", str(m.conf)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1  # narrowing stays within the user's senders: its own address here
+    m.wait_log(r"reloaded: .*1 app passwords")
+    w = session(m)
+    assert login(w, "PLAIN", name, secret)[0] == 235
+    w.expect(f"MAIL FROM:<{name}>", 250)
+    w.close()
+    m.wait_log(rf"sasl_username={name}, app=phone, directory=dovecot")
