@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from server import lifecycle
 
-        return lifecycle.serve(cfg)  # type: ignore[arg-type]
+        return lifecycle.serve(cfg, __version__)  # type: ignore[arg-type]
     from server import inetd
 
     return inetd.run(cfg, args.tls)  # type: ignore[arg-type]

@@ -87,6 +87,9 @@ def run(path: str, out: TextIO) -> int:
     if cfg.state != "sqlite":
         _check_redis(cfg, problems, warnings)
 
+    if cfg.metrics_listen is not None:
+        _check_metrics(cfg, problems, warnings, notes)
+
     if cfg.run_as:
         import pwd
 
@@ -200,6 +203,76 @@ def _check_state(cfg: config_mod.Config, problems: list[str], warnings: list[str
         problems.append(f"{where}: {path} is not an SQLite database; move it away (msa makes a new one)")
     elif not os.access(path, os.W_OK):
         problems.append(f"{where}: {path} is not writable by this user")
+
+
+#: Where inetd, xinetd and systemd keep what would start `msa inetd`.
+INETD_PLACES = ("/etc/inetd.conf", "/etc/xinetd.conf", "/etc/xinetd.d", "/etc/systemd/system",
+                "/run/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system")
+_INETD_FILES_MAX = 2000  # files looked at in all; a unit or inetd.conf is small
+_INETD_FILE_OCTETS = 64 * 1024
+
+
+def inetd_units(config_path: str, places: tuple[str, ...] = INETD_PLACES) -> list[str]:
+    """`FILE:LINE` of each inetd.conf line, xinetd service or systemd unit
+    that runs `msa ... inetd` with the configuration `config_path` (named
+    with -c/--config, or the default when none is named)."""
+    import shlex
+
+    from util import files
+
+    found: list[str] = []
+    seen = 0
+    for place in places:
+        if os.path.isdir(place):
+            try:
+                names = sorted(os.listdir(place))
+            except OSError:
+                continue
+            paths = [os.path.join(place, n) for n in names if not n.startswith(".")]
+        else:
+            paths = [place]
+        for path in paths:
+            seen += 1
+            if seen > _INETD_FILES_MAX:
+                return found
+            try:
+                text = files.read_regular(path, _INETD_FILE_OCTETS).decode("utf-8", "replace")
+            except files.FileProblem:
+                continue
+            for n, line in enumerate(text.splitlines(), 1):
+                if "inetd" not in line or "msa" not in line or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    words = shlex.split(line.split("=", 1)[1] if line.lstrip().startswith(("ExecStart", "server_args")) else line)
+                except ValueError:
+                    continue
+                if "inetd" not in words:
+                    continue
+                named = next((words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--config")), None)
+                named = named or next((w.split("=", 1)[1] for w in words if w.startswith("--config=")), None)
+                named = named or "/etc/msa/msa.conf"
+                try:
+                    same = os.path.samefile(named, config_path)
+                except OSError:
+                    same = os.path.abspath(named) == os.path.abspath(config_path)
+                if same:
+                    found.append(f"{path}:{n}")
+    return found
+
+
+def _check_metrics(cfg: config_mod.Config, problems: list[str], warnings: list[str], notes: list[str]) -> None:
+    """S-1501: the package must be there; inetd processes export nothing."""
+    from server import metrics
+
+    if why := metrics.module_problem():
+        problems.append(f"{cfg.where('metrics_listen')}: metrics_listen: {why}")
+    host, port = cfg.metrics_listen  # type: ignore[misc]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    notes.append(f"metrics_listen: `msa.py serve` exports metrics on http://{shown}/metrics; sessions served by "
+                 "`msa.py inetd` export nothing")
+    for unit in inetd_units(cfg.path):
+        warnings.append(f"{cfg.where('metrics_listen')}: metrics_listen is set, but {unit} runs `msa inetd` with "
+                        "this configuration: its sessions are not in /metrics (S-1501)")
 
 
 def _check_redis(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:

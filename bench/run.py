@@ -14,7 +14,8 @@ ratio, the target, and met / NOT MET for each line.
 Cases:
   1  one 100 MiB message, STARTTLS + AUTH PLAIN, null sendmail: MiB/s
   2  peak RSS growth of msa during 10, 50, 100 and 500 MiB messages; the 50 MiB time
-  3  4 KiB messages, 8 sessions, null sendmail: msgs/s (+ spawn floor)
+  3  4 KiB messages, 8 sessions, null sendmail: msgs/s (+ spawn floor); then the
+     same with metrics_listen set (scraped every second) against without
   4  4 KiB messages through the private Postfix's sendmail (+ its floor)
   5  TLS + AUTH PLAIN sessions/s, credential cache off and on (+ argon2 floor)
   6  1000 idle TLS sessions: RSS, and a new client still served
@@ -1288,6 +1289,69 @@ class Bench:
                                   f"SQLite {fmt(per_message('sqlite'))} ms; redis-server itself "
                                   f"{fmt(per_message('redis', 'redis-server'))} ms per message"))
 
+    # -- case 3, metrics: the same with and without metrics_listen (S-1501) -----------------------
+    def case_metrics(self) -> None:
+        """Case 3's load on two daemons, one with metrics_listen (scraped
+        every second meanwhile, as Prometheus would) and one without, in
+        alternating rounds; best round of each, and CPU per message."""
+        import threading
+        import urllib.request
+
+        plain = self.start_msa("msa-nometrics")
+        counted = self.start_msa("msa-metrics", metrics_listen="127.0.0.1:0")
+        mport = int(counted.wait_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+        stop = threading.Event()
+        scrapes = [0]
+
+        def scraper() -> None:
+            while not stop.wait(1.0):
+                with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+                    r.read()
+                scrapes[0] += 1
+
+        daemons = {"off": plain, "on": counted}
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        cpu = {"off": 0.0, "on": 0.0}
+        sent = {"off": 0, "on": 0}
+        notes = ""
+        log("metrics: warm-up and calibration")
+        n, note = self.smtp_source_calibrate(plain.ports["starttls"])
+        self.smtp_source_calibrate(counted.ports["starttls"])
+        notes += note
+        t = threading.Thread(target=scraper, daemon=True)
+        t.start()
+        for rnd in range(4):
+            order = ("off", "on") if rnd % 2 == 0 else ("on", "off")
+            log(f"metrics round {rnd + 1}/4: {' then '.join(order)}")
+            for key in order:
+                m = daemons[key]
+                c0 = proc_cpu(m.proc.pid)
+                rate, why = self.smtp_source_run(m.ports["starttls"], n,
+                                                 lambda m=m: count_in_log(m, "status=sent"))
+                cpu[key] += proc_cpu(m.proc.pid) - c0
+                sent[key] += n
+                rates[key].append(rate or 0.0)
+                notes += why
+        stop.set()
+        t.join()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        got = re.search(r'^msa_messages_total\{result="accepted"\} (\S+)$', text, re.M)
+        counted_msgs = float(got.group(1)) if got else 0.0
+        self.stop_msa(plain)
+        self.stop_msa(counted)
+        best = {k: max(v) if v and max(v) > 0 else None for k, v in rates.items()}
+        runs = {k: "/".join(f"{x:.0f}" for x in v) for k, v in rates.items()}
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, metrics_listen set", best["on"], "msg/s",
+                             "the same without metrics", best["off"], ">= 0.95x", ratio_min=0.95,
+                             note=f"smtp-source -d -s 8, alternating rounds, best of 4 (with {runs['on']}, "
+                                  f"without {runs['off']}); /metrics scraped every second meanwhile "
+                                  f"({scrapes[0]} scrapes; it counted {counted_msgs:.0f} accepted messages) "
+                                  f"{notes}".strip()))
+        per = {k: 1000 * cpu[k] / sent[k] if sent[k] else None for k in cpu}
+        self.rows.append(Row("3", "msa CPU per message, metrics_listen set", per["on"], "ms",
+                             "the same without metrics", per["off"], "<= 1.05x", ratio_max=1.05,
+                             note="user+system CPU of msa's process per message, all rounds"))
+
     # -- all ---------------------------------------------------------------------------------
     def run(self) -> None:
         self.setup()
@@ -1295,6 +1359,7 @@ class Bench:
             self.case_big()
         if 3 in self.cases:
             self.case_small()
+            self.case_metrics()
         if 4 in self.cases:
             self.case_postfix_sendmail()
         if 5 in self.cases:

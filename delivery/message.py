@@ -76,6 +76,8 @@ class Message:
         self.signer: Any = None  # pgp.EarlySigner, started at the header's end
         self.early: tuple[Any, bytes, int] | None = None  # (FixContext, fixed header, body offset)
         self.extra_spools: list[SpoolFile] = []  # the pipeline's second spool files
+        self.notes: tuple[str, ...] = ()  # the signing steps' log notes, once run
+        self.handed: Any = None  # handoff.HandOff, once the MTA was asked
         self._header_ended = False
         self._seen = 0  # octets of DATA so far
         cfg = services.config
@@ -177,12 +179,14 @@ class Message:
                                     data_end, self.signer, self.minter, services.minting, services.signing)
             signed = pipeline.run(services.dkim, pctx, header, body, self.digest)  # S-1101
             self.extra_spools = signed.spools
+            self.notes = tuple(signed.notes)
             for note in signed.notes:
                 maillog.info(f"{qid}: {note}")
             if signed.refused is not None:
                 return signed.refused
             out = Outbound(qid, env, (signed.header, *signed.body), sub.xforward)
             result = services.handoff().deliver(out, cfg.sendmail_timeout)
+            self.handed = result
             maillog.sendmail_stderr(qid, result.stderr)
             for note in result.notes:
                 maillog.info(f"{qid}: {note}")

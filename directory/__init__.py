@@ -70,4 +70,9 @@ class Directory(Protocol):
         answer now."""
         ...
 
+    @property
+    def failing(self) -> bool:
+        """Within an outage: the last queries could not be answered (S-1501)."""
+        ...
+
     def close(self) -> None: ...

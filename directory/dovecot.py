@@ -343,6 +343,11 @@ class DovecotDirectory:
 
     # -- the Directory interface ----------------------------------------------------------------
 
+    @property
+    def failing(self) -> bool:
+        """Within an outage (msa_directory_up, S-1501)."""
+        return self._down
+
     def authenticate(self, name: str, password: bytes, client: Client) -> Verdict:
         if any(ch in name for ch in _FORBIDDEN) or any(b in password for b in _FORBIDDEN_BYTES):
             return Verdict(known=True, reason="dovecot: the name or password holds TAB, CR, LF or NUL; Dovecot was not asked")

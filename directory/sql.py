@@ -153,6 +153,11 @@ class SqlDirectory:
     # info line each, however many AUTHs meanwhile, and no flapping when
     # one query is broken while the other works.
 
+    @property
+    def failing(self) -> bool:
+        """Within an outage (msa_directory_up, S-1501)."""
+        return bool(self._failing)
+
     def _outage(self, key: str, why: str) -> None:
         with self._state:
             first = not self._failing

@@ -134,6 +134,9 @@ class Authenticator:
                 store.succeeded(key, name)
         elif not result.temporary:
             store.failed(key, name)
+        result_word = "success" if result.ok else "tempfail" if result.temporary else "failure"
+        self.server.metrics.auth(ev.mechanism, result_word, "app" if login.app is not None else login.directory,
+                                 delay > 0)
         if result.ok:
             maillog.auth_ok(session.sid, session.client, ev.mechanism, result.username or "",
                             login.app.label if login.app is not None else None, login.directory)

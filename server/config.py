@@ -106,6 +106,7 @@ class Config:
     state: str = "sqlite"  # "sqlite" (state_dir) or a Redis URL shared by several hosts (S-1401)
     state_prefix: str = "msa:"  # every Redis key starts with it
     state_timeout: float = 0.5  # seconds before a store call counts as failed (S-1402)
+    metrics_listen: tuple[str, int] | None = None  # the Prometheus endpoint (S-1501); None: none
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> str:
@@ -168,10 +169,12 @@ _DEFAULTS: dict[str, str] = {
     "state": "sqlite",
     "state_prefix": "msa:",
     "state_timeout": "0.5",
+    "metrics_listen": "",
 }
 
 _DOVECOT = re.compile(r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z")
 _SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
+_METRICS_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
@@ -538,6 +541,10 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('state_prefix')}: state_prefix must be 1 to 64 printable ASCII characters "
                         f"without spaces (like msa: or mail1:), not {state_prefix!r}")  # fmt: skip
 
+    metrics_listen = None
+    if values["metrics_listen"] and "metrics_listen" not in refused:
+        metrics_listen = _metrics_listen(values["metrics_listen"], where("metrics_listen"), problems)
+
     log = values["log"].lower()
     if log not in ("stderr", "syslog"):
         problems.append(f"{where('log')}: log must be stderr or syslog, not {values['log']!r}")
@@ -582,8 +589,32 @@ def parse(text: str, path: str) -> Config:
         state=state,
         state_prefix=state_prefix,
         state_timeout=number("state_timeout", 0.01, 30),
+        metrics_listen=metrics_listen,
         lines=lines,
     )
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _metrics_listen(raw: str, where: str, problems: list[str]) -> tuple[str, int] | None:
+    """S-1501: HOST:PORT ([V6]:PORT) of the /metrics endpoint: an IP address
+    or a host name, and a port from 1 to 65535 (0, any port, only in tests)."""
+    m = _METRICS_LISTEN.match(raw)
+    if not m:
+        problems.append(f"{where}: metrics_listen {raw!r} is not HOST:PORT (like 127.0.0.1:9587 or [::1]:9587)")
+        return None
+    host, port = m.group("v6") or m.group("host"), int(m.group("port"))
+    try:
+        if m.group("v6"):
+            ipaddress.IPv6Address(host)
+        else:
+            ipaddress.ip_address(host)
+    except ValueError:
+        if m.group("v6") or host_name_problem(host) is not None:
+            problems.append(f"{where}: metrics_listen host {host!r} is neither an IP address nor a host name")
+            return None
+    if port > 65535:
+        problems.append(f"{where}: metrics_listen port {port} out of range")
+        return None
+    return host, port

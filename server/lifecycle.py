@@ -180,6 +180,12 @@ def _preload(cfg: Config) -> None:
         optional += ["psycopg", "pymysql"]
     if cfg.state != "sqlite":
         optional.append("redis")
+    if cfg.metrics_listen is not None:  # in multiprocess mode: the directory is named before the import
+        from .metrics import directory_of
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory_of(cfg)
+        optional += ["http.server", "prometheus_client", "prometheus_client.multiprocess",
+                     "prometheus_client.process_collector"]
     for name in optional:
         try:
             importlib.import_module(name)
@@ -187,7 +193,21 @@ def _preload(cfg: Config) -> None:
             pass
 
 
-def serve(cfg: Config) -> int:
+def _report_health(server: Server) -> None:
+    """msa_store_up and msa_directory_up (S-1501), as this process sees
+    them: the store once a session made it (else its start-up check's
+    verdict), users.db always up, the other directories while they answer."""
+    metrics = server.metrics
+    if not metrics.enabled:
+        return
+    cfg = server.runtime.config
+    store = (("sqlite" if cfg.state == "sqlite" else "redis"), not server.state.failing)
+    directories = [("users.db", server.runtime.users is not None)]
+    directories += [(d.name, not d.failing) for d in server.runtime.others]
+    metrics.health(store, directories)
+
+
+def serve(cfg: Config, version: str = "unknown") -> int:
     maillog.setup(cfg.log)
     try:
         runtime = build_runtime(cfg)
@@ -228,12 +248,36 @@ def serve(cfg: Config) -> int:
             lst.server_close()
         print(f"{cfg.where('listen')}: cannot listen on {entry}: {e.strerror}", file=sys.stderr)
         return 1
+    if cfg.metrics_listen is not None and cfg.run_as:
+        from . import metrics
+
+        try:
+            metrics.clear(cfg)  # a root daemon's files: the daemon user could not remove them
+        except metrics.MetricsError as e:
+            print(f"{cfg.where('metrics_listen')}: metrics_listen: {e}", file=sys.stderr)
+            for lst in listeners:
+                lst.server_close()
+            return 1
     if cfg.run_as:
         try:
             drop_privileges(cfg.run_as, cfg.spool, cfg.state_dir)
         except StartupError as e:
             for p in e.problems:
                 print(f"{cfg.where('run_as')}: {p}", file=sys.stderr)
+            return 1
+
+    endpoint = None
+    if cfg.metrics_listen is not None:  # S-1501: after run_as, the files are the daemon user's
+        from . import metrics
+
+        try:
+            server.metrics = metrics.prepare(cfg, version)
+            endpoint = metrics.Endpoint(cfg)
+        except (metrics.MetricsError, OSError) as e:
+            why = getattr(e, "strerror", None) or e
+            print(f"{cfg.where('metrics_listen')}: metrics_listen: {why}", file=sys.stderr)
+            for lst in listeners:
+                lst.server_close()
             return 1
 
     store = server.state
@@ -273,6 +317,10 @@ def serve(cfg: Config) -> int:
         host, port = lst.server_address[:2]
         shown = f"[{host}]" if ":" in host else host
         maillog.info(f"listening on {shown}:{port} ({lst.entry.mode})")
+    if endpoint is not None:
+        endpoint.start()
+        host, port = endpoint.address
+        maillog.info(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
     maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users"
                  + (", session threads on one CPU" if pinned else ""))
     _notify("READY=1")
@@ -281,6 +329,7 @@ def serve(cfg: Config) -> int:
 
     watch = Watch([cfg.users, cfg.app_passwords, cfg.sql or ""])
     while not stop.is_set():
+        _report_health(server)
         stop.wait(WATCH_INTERVAL)
         if watch.changed() | hup.is_set():  # both looked at: a change seen now is not seen again
             hup.clear()
@@ -312,5 +361,7 @@ def serve(cfg: Config) -> int:
         for s in left:
             s.force_close()
     server.close()
+    if endpoint is not None:
+        endpoint.close()
     maillog.info("stopped")
     return 0

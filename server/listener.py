@@ -56,10 +56,18 @@ class Listener(socketserver.ThreadingTCPServer):
             super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
             self.socket.close()
             self.socket = sock
+        # msa_connections_total's listener: its port and mode, no address (S-1501)
+        self.label = f"{self.server_address[1]}/{entry.mode}"
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         ip = client_ip(client_address[0])
+        metrics = self.msa.metrics
+        metrics.connection(self.label)
         if not self.msa.slots.acquire(ip):
+            if metrics.enabled:  # S-1501: which cap, as the slots stand now
+                slots = self.msa.slots
+                metrics.connection_refused("max_connections" if slots.used >= slots.total
+                                           else "max_connections_per_ip")
             self._refuse(request)
             return
         try:  # the session gets the address in its S-109 form

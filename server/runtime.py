@@ -157,6 +157,9 @@ class Server:
         self.argon2_slots = threading.BoundedSemaphore(os.cpu_count() or 1)
         self.tls_refusal_slots = threading.BoundedSemaphore(8)
         self.auth: Any = None  # server.auth.Authenticator, once built
+        from .metrics import NULL
+
+        self.metrics: Any = NULL  # server.metrics.Prometheus with metrics_listen (serve sets it)
         self._handoff: Any = None  # server.handoff.Kind, made on first use
         self._state: Any = None  # server.state.Store, made on first use
         self._limits: Any = None  # server.limits.SendingLimits, made on first use

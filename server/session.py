@@ -119,6 +119,7 @@ class Session:
     def run(self) -> None:
         server = self.server
         server.register(self)
+        server.metrics.session_started()
         maillog.connect(self.sid, self.client)
         try:
             self._run()
@@ -134,6 +135,7 @@ class Session:
             self._drop_message()
             self.policy.give_back()  # a transaction cut short by a lost client or a bug
             server.unregister(self)
+            server.metrics.session_ended()
             try:
                 self.transport.close()
             except OSError:
@@ -220,6 +222,8 @@ class Session:
                 self.policy.give_back()
             elif isinstance(ev, Refused):
                 self._log_refusal(ev)
+                if ev.command != "AUTH":  # AUTH: msa_auth_attempts_total
+                    self.server.metrics.refused(ev.command, ev.reply)
             elif isinstance(ev, StartTls):
                 self._flush()
                 maillog.starttls(self.sid, self.client, ev.discarded)
@@ -237,7 +241,7 @@ class Session:
                 pending.extend(conn.auth_done(result))
             elif isinstance(ev, DataEnd):
                 self._flush()
-                reply = self._deliver(ev.size)
+                reply = self._deliver(ev.size, len(ev.envelope.recipients))
                 if reply.code == 250:
                     self.policy.keep()  # S-1201: counted once the MTA accepted it
                 else:
@@ -249,6 +253,8 @@ class Session:
             elif isinstance(ev, Close):
                 self._drop_message()
                 self.policy.give_back()
+                if ev.reason == "shutdown":
+                    self.server.metrics.connection_refused("shutdown")
                 if ev.reply is not None and ev.reply.code == 421 and ev.reason not in ("timeout", "shutdown"):
                     maillog.reject(self.sid, "SESSION", self.client, str(ev.reply), None, None, conn.helo)
         self._flush()
@@ -258,8 +264,10 @@ class Session:
             sock = self.transport.start_tls(ctx, timeout)
         except (OSError, ssl.SSLError, ValueError) as e:
             maillog.tls_failed(self.sid, self.client, str(e) or type(e).__name__)
+            self.server.metrics.tls("failed")
             return False
         self.tls_info = tls.describe(sock)
+        self.server.metrics.tls(self.tls_info[0])
         self._active = time.monotonic()
         maillog.tls_established(self.sid, self.client, *self.tls_info)
         return True
@@ -313,11 +321,16 @@ class Session:
             self.message.close()
             self.message = None
 
-    def _deliver(self, size: int) -> R.Reply:
+    def _deliver(self, size: int, recipients: int) -> R.Reply:
         message, self.message = self.message, None
         if message is None:  # DATA without a message object: cannot happen, but never a 250
             return R.HANDOFF_TEMPFAIL
-        return message.deliver(size)  # closes it
+        reply = message.deliver(size)  # closes it
+        metrics = self.server.metrics
+        if metrics.enabled:
+            kind = "smtp" if self.server.runtime.config.handoff is not None else "sendmail"
+            metrics.message(reply, size, recipients, message.handed, kind, message.notes)
+        return reply
 
     def _fix_context(self, env: Any, qid: str) -> Any:
         """What headers.fix and the hand-off need to know of this transaction
