@@ -133,3 +133,41 @@ def test_metrics_after_run_as_are_the_daemon_users_files(tmp_path, certs):  # S-
             m.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _gauge(port: int, name: str, label: str) -> float | None:
+    import re as _re
+
+    import promtest
+
+    text = promtest.scrape(port)[1].decode()
+    m = _re.search(rf'^{name}\{{{label}\}} (\S+)$', text, _re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_store_and_directory_health_follow_outages(tmp_path, certs):  # S-1501: msa_store_up, msa_directory_up
+    """A Redis that does not answer is msa_store_up 0; a Dovecot whose socket
+    is missing is msa_directory_up 0 once a login needed it; users.db is 1."""
+    pytest.importorskip("redis")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once closed
+    (tmp_path / "m").mkdir()
+    msatest.add_user(tmp_path / "m" / "users.db", "alice", "pw-alice-1", ["alice@example.org"])
+    m = msatest.start(tmp_path / "m", certs, metrics_listen="127.0.0.1:0", state=f"redis://127.0.0.1:{closed}/0",
+                      auth_dovecot=f"unix:{tmp_path / 'no-dovecot'}", auth_dovecot_timeout=2, trusted_networks="")
+    try:
+        port = int(m.wait_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+        assert msatest.wait_until(lambda: _gauge(port, "msa_store_up", 'store="redis"') == 0)
+        assert _gauge(port, "msa_directory_up", 'directory="users.db"') == 1
+        assert _gauge(port, "msa_directory_up", 'directory="dovecot"') == 1  # not asked yet
+        w = msatest.Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+        w.reply()
+        w.expect("EHLO x.example", 250)
+        assert w.cmd("AUTH PLAIN " + msatest.b64("\0dora@example.org\0pw"))[0] == 454  # S-1302
+        w.close()
+        assert msatest.wait_until(lambda: _gauge(port, "msa_directory_up", 'directory="dovecot"') == 0)
+        text = __import__("promtest").scrape(port)[1].decode()
+        assert 'msa_auth_attempts_total{directory="dovecot",mechanism="PLAIN",result="tempfail"} 1.0' in text
+    finally:
+        m.stop()
