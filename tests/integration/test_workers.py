@@ -444,3 +444,60 @@ def test_the_tls_listener_is_shared_too(start_msa):  # S-1601, S-403
         if len(seen) == 2:
             break
     assert seen == set(worker_pids(m).values())
+
+
+def test_each_worker_keeps_to_a_core_of_its_own_and_sendmail_gets_all(start_msa):  # S-1601, server/affinity.py
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to pin")
+    m = start_msa(workers=2)
+    for n, pid in worker_pids(m).items():
+        allowed = set()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                allowed |= {line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list")}
+        assert allowed == {str(cores[(n - 1) % len(cores)])}, (n, allowed)
+        assert f"msa[{pid}]: worker {n} of 2 started, session threads on CPU {cores[(n - 1) % len(cores)]}" in m.log()
+    assert sorted(os.sched_getaffinity(m.proc.pid)) == cores  # the master is not pinned
+    w, _ = open_session(m)
+    w.expect("EHLO client.example", 250)
+    w.transaction("alice@example.org", "bob@example.net")
+    w.send(HDR + b"\r\naffinity\r\n.\r\n")
+    assert w.reply()[0] == 250
+    assert (m.outbox.path / "0.cpus").read_text() == ",".join(str(c) for c in cores)
+
+
+def test_run_as_holds_for_the_master_and_every_worker(tmp_path, certs):  # S-1601, CONTRACT run_as
+    if os.getuid() != 0:
+        pytest.skip("run_as needs root to switch users")
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
+    os.chmod(base, 0o755)
+    outbox = base / "outbox"
+    outbox.mkdir(mode=0o777)
+    os.chmod(outbox, 0o777)
+    try:
+        m = msatest.start(tmp_path / "m", certs, run_as="nobody", spool=str(base / "spool"), workers=2,
+                          sendmail=f"/bin/sh -c 'cat > \"$0/$$.message\"' {outbox}")
+        try:
+            for pid in (m.proc.pid, *worker_pids(m).values()):
+                with open(f"/proc/{pid}/status") as f:
+                    uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+                assert {int(u) for u in uids} == {nobody.pw_uid}, pid
+            for _ in range(2):
+                w, _ = open_session(m)
+                w.expect("EHLO client.example", 250)
+                w.transaction("alice@example.org", "bob@example.net")
+                w.send(HDR + b"Subject: as nobody\r\n\r\nok\r\n.\r\n")
+                assert w.reply()[0] == 250
+                close_session(m, w)
+            assert len(list(outbox.glob("*.message"))) == 2
+        finally:
+            assert m.stop() == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
