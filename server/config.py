@@ -64,7 +64,7 @@ _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LIMIT = re.compile(r"(?P<count>\d{1,9})\s*/\s*(?P<n>\d{1,6})(?P<unit>[smhd])\Z")
 MAX_LIMIT_PERIOD = 7 * 86400
 
-#: S-1601: each worker is a whole Python process (some 30 MiB resident); a
+#: S-1601: each worker is a whole Python process (some 20 MiB resident); a
 #: host with more CPUs than this is well served by fewer.
 MAX_WORKERS = 256
 
