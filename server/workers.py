@@ -315,10 +315,12 @@ class Master:
             # dead (prometheus_client.multiprocess.mark_process_dead(pid)).
             w.pid, w.up = 0, False
             self._reloading.discard(pid)
-            if self._stop:
-                continue  # the drain counts what is left
-            died = True
             how = _status(status)
+            if self._stop:  # the drain counts what is left; a clean exit is the rule then
+                if status:
+                    maillog.warning(f"worker {w.number} pid {pid} {how} while stopping")
+                continue
+            died = True
             slots = f", {freed} connection slot(s) given back" if freed else ""
             if not self._ready:
                 maillog.error(f"worker {w.number} pid {pid} {how} before every worker was up; stopping")

@@ -296,9 +296,16 @@ def _alice(tmp_path):
     return db
 
 
-def test_sending_limits_hold_across_workers(start_msa, tmp_path):  # S-1201, S-1202, S-1601
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.xdist_group("redis"))])
+def test_sending_limits_hold_across_workers(start_msa, tmp_path, store, request):  # S-1201, S-1202, S-1401, S-1601
+    shared = {}
+    if store == "redis":  # each worker opens its own connections after the fork
+        import redistest
+
+        server = request.getfixturevalue("redis_server")
+        shared = dict(state=server.unix_url(), state_prefix=redistest.unused_prefix(request.node.name))
     m = start_msa(workers=2, users=_alice(tmp_path), trusted_networks="", limit_messages="5/1h",
-                  max_connections_per_ip=50)
+                  max_connections_per_ip=50, **shared)
     sessions = open_spread(m, 12, mode="tls")  # however busy the machine, over both workers
     barrier = threading.Barrier(12)
     codes: list[int] = [0] * 12
@@ -501,3 +508,15 @@ def test_run_as_holds_for_the_master_and_every_worker(tmp_path, certs):  # S-160
             assert m.stop() == 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_workers_stop_when_the_master_is_gone(start_msa):  # S-1601: no worker left behind
+    m = start_msa(workers=2)
+    pids = worker_pids(m)
+    w, _ = open_session(m)
+    m.proc.kill()
+    m.proc.wait()
+    assert w.reply() == (421, SHUTTING_DOWN)  # drained as on SIGTERM
+    assert msatest.wait_until(lambda: not any(alive(pid) for pid in pids.values()), 15)
+    for n, pid in pids.items():
+        assert f"msa[{pid}]: warning: worker {n}: the master process is gone; stopping" in m.log()
