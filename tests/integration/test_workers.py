@@ -8,6 +8,7 @@ the master; bad values of the key are refused with FILE:LINE."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -83,6 +84,36 @@ def open_spread(m, n: int, **kw) -> list[tuple[Wire, int]]:
     raise AssertionError(f"every session went to one worker: {sessions}")
 
 
+@contextlib.contextmanager
+def only(m, pid: int):
+    """Every worker but `pid` stopped (SIGSTOP) meanwhile: the connections
+    made then can only be accepted by `pid`, however the kernel would
+    have chosen on a busy machine."""
+    others = [p for p in worker_pids(m).values() if p != pid]
+    for p in others:
+        os.kill(p, signal.SIGSTOP)
+    # A thread running when the signal came stops only at its next entry
+    # into the kernel: until every one has, one could still accept().
+    assert msatest.wait_until(lambda: all(_stopped(p) for p in others), 10)
+    try:
+        yield
+    finally:
+        for p in others:
+            os.kill(p, signal.SIGCONT)
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread of `pid` stopped (state T)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().rsplit(") ", 1)[1][0] != "T":
+                    return False
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return True
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -149,14 +180,12 @@ def test_workers_1_is_one_process_as_before(start_msa):  # S-1601: the default c
 def test_max_connections_and_per_ip_are_host_totals(start_msa):  # S-109, S-1601
     m = start_msa(workers=2, max_connections=4, max_connections_per_ip=3)
     held = open_spread(m, 3)  # the per-address cap, over both workers
-    for _ in range(20):  # the 4th from that address: refused by whichever worker accepts it
-        w = Wire.connect(m.ports["starttls"])
-        assert w.reply() == (421, TOO_MANY)
-        assert w.closed()
-        refusers = {int(p) for p in re.findall(r"msa\[(\d+)\]: warning: too many connections from 127\.0\.0\.1", m.log())}
-        if len(refusers) == 2:
-            break
-    assert len(refusers) == 2  # both workers refused: each knows the host's count
+    for pid in worker_pids(m).values():  # the 4th from that address: refused by either worker
+        with only(m, pid):
+            w = Wire.connect(m.ports["starttls"])
+            assert w.reply() == (421, TOO_MANY)
+            assert w.closed()
+        m.wait_log(rf"msa\[{pid}\]: warning: too many connections from 127\.0\.0\.1")
     other, _ = open_session(m, source="127.0.0.2")  # the 4th of the host
     for source in ("127.0.0.3", "127.0.0.4", "127.0.0.1"):
         w = Wire.connect(m.ports["starttls"], source=source)
@@ -176,6 +205,7 @@ def test_a_master_that_does_not_answer_means_421_not_a_hang(start_msa):  # S-109
     m = start_msa(workers=2, max_connections=2)
     os.kill(m.proc.pid, signal.SIGSTOP)
     try:
+        assert msatest.wait_until(lambda: _stopped(m.proc.pid), 10)
         t0 = time.monotonic()
         w = Wire.connect(m.ports["starttls"])
         assert w.reply() == (421, TOO_MANY)
@@ -207,14 +237,13 @@ def test_sighup_reloads_users_in_every_worker(start_msa, tmp_path):  # S-1601, C
     assert msatest.wait_until(
         lambda: {int(p) for p in re.findall(r"msa\[(\d+)\]: reloaded: 2 users", m.log())} == pids)
     served: set[int] = set()
-    for _ in range(40):  # bob logs in until every worker has let him in
-        w, pid = open_session(m, mode="tls")
+    for pid in pids:  # every worker lets bob in
+        with only(m, pid):
+            w, served_by = open_session(m, mode="tls")
         w.expect("EHLO laptop.example", 250)
         w.expect("AUTH PLAIN " + b64("\0bob\0bob workers pw"), 235)
         close_session(m, w)
-        served.add(pid)
-        if served == pids:
-            break
+        served.add(served_by)
     assert served == pids
     assert len(re.findall(r"sasl_username=bob", m.log())) >= 2
     assert m.proc.pid not in served
@@ -441,15 +470,14 @@ def test_check_says_how_many_workers_auto_means(tmp_path):  # S-1601
 def test_the_tls_listener_is_shared_too(start_msa):  # S-1601, S-403
     m = start_msa(workers=2)
     seen = set()
-    for _ in range(40):
-        w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
-        assert w.reply()[0] == 220
+    for pid in worker_pids(m).values():
+        with only(m, pid):
+            w = Wire.connect(m.ports["tls"], tls_ctx=m.client_ctx)
+            assert w.reply()[0] == 220  # the handshake and greeting came from that worker
         assert isinstance(w.sock, ssl.SSLSocket)
         seen.add(session_pid(m, w))
         w.expect("QUIT", 221)
         w.close()
-        if len(seen) == 2:
-            break
     assert seen == set(worker_pids(m).values())
 
 
