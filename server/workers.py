@@ -151,7 +151,8 @@ class Master:
         return status
 
     def _timeout(self) -> float:
-        """Seconds until the next restart or reload bound (None: no timer)."""
+        """Seconds until the next restart or reload bound; a minute when
+        none is due (signals and the channels wake the poll anyway)."""
         now = time.monotonic()
         timers = [w.restart_at for w in self._workers if w.restart_at is not None]
         if self._reload_until is not None:
