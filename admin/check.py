@@ -84,6 +84,7 @@ def run(path: str, out: TextIO) -> int:
         warnings.append(f"{cfg.where('spool')}: spool: {parent} is not writable by this user")
 
     _check_state(cfg, problems, warnings)
+    _check_workers(cfg, warnings, notes)
     if cfg.state != "sqlite":
         _check_redis(cfg, problems, warnings)
 
@@ -105,6 +106,22 @@ def run(path: str, out: TextIO) -> int:
     for p in problems:
         print(p, file=out)
     return 1 if problems else 0
+
+
+def _check_workers(cfg: config_mod.Config, warnings: list[str], notes: list[str]) -> None:
+    """S-1601: how many processes `workers` means here, when it is set."""
+    if "workers" not in cfg.lines:
+        return
+    n = cfg.worker_count()
+    auto = " (auto: one per CPU this process may run on)" if cfg.workers == "auto" else ""
+    notes.append(f"{cfg.where('workers')}: serve runs {n} worker process{'es' if n != 1 else ''}{auto}")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return
+    if n > cpus:
+        warnings.append(f"{cfg.where('workers')}: workers = {n}, but this process may run on {cpus} CPU(s): "
+                        "the extra processes cost memory and add no throughput")  # fmt: skip
 
 
 def _check_directories(cfg: config_mod.Config, problems: list[str], warnings: list[str]) -> None:

@@ -34,6 +34,14 @@ Cases:
  14  4 KiB messages, 8 STARTTLS + AUTH sessions, null sendmail, sending limits
      on with the store in SQLite and in Redis (a private redis-server over
      loopback TCP), against the limits off: msgs/s (the store's cost)
+ 15  4 KiB messages, 8 STARTTLS + AUTH sessions, handoff = smtp into the
+     private Postfix's smtpd, with workers = 1 and workers = auto, against
+     Postfix's smtpd taking the same client's load directly in plaintext
+
+Cases 3 and 10 also run msa with `workers = auto` (SPEC.md S-1601) beside
+`workers = 1`, in the same alternating rounds, and print the two side by
+side. msa's CPU figures count the master and its workers, never the
+sendmail children.
 
 `--profile caseN` (make bench PROFILE=caseN) runs only that case with msa
 sampled by py-spy during its measured part (busy threads; PROFILER=py-spy-gil
@@ -208,6 +216,18 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def msa_cpu(m: msatest.MsaProcess) -> float:
+    """CPU seconds of msa: its process and, with workers, each worker (the
+    pids its log names), not the sendmail children."""
+    total = proc_cpu(m.proc.pid)
+    for pid in set(re.findall(r"msa\[(\d+)\]: worker \d+ of \d+ started", m.log())):
+        try:
+            total += proc_cpu(int(pid))
+        except OSError:
+            pass  # a worker that was replaced
+    return total
+
+
 def self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -251,7 +271,7 @@ class Bench:
         self.msg4k = loadgen.small_message(4096)
         self.msgfile = str(self.tmp / "message-4k.txt")
         loadgen.lf_message_file(self.msgfile, 4096)
-        if self.cases & {1, 3, 4, 9, 11}:
+        if self.cases & {1, 3, 4, 9, 11, 15}:
             why = peer_postfix.unavailable()
             if why is None and not os.access(peer_postfix.SMTP_SOURCE, os.X_OK):
                 why = f"{peer_postfix.SMTP_SOURCE} is not installed"
@@ -483,23 +503,27 @@ class Bench:
         argv = shlex.split(NULL_SENDMAIL) + ["-i", "-f", loadgen.SENDER, "--", loadgen.RCPT]
         cprof = self.cprofile_path("case3")
         m = self.start_msa("msa-small", profile_cprofile=cprof)
+        auto = self.start_msa("msa-small-auto", workers="auto")
         port = m.ports["starttls"]
         msa_count = lambda: count_in_log(m, "status=sent")  # noqa: E731
+        auto_count = lambda: count_in_log(auto, "status=sent")  # noqa: E731
         aio_count = lambda: len(os.listdir(self.aiosmtpd_dir))  # noqa: E731
-        log("warm-up and calibration: msa, aiosmtpd, Postfix")
+        log("warm-up and calibration: msa, msa workers = auto, aiosmtpd, Postfix")
         n_msa, note = self.smtp_source_calibrate(port)
+        n_auto, auto_note = self.smtp_source_calibrate(auto.ports["starttls"])
         n_aio, aio_note = self.smtp_source_calibrate(self.aiosmtpd_port)
         n_pf, pf_note = (self.smtp_source_calibrate(self.postfix.port) if self.postfix
                          else (0, f"Postfix: {self.postfix_skip}"))
         floor_r: list[float] = []
         msa_r: list[float] = []
+        auto_r: list[float] = []
         aio_r: list[float] = []
         pf_r: list[float] = []
-        floor_cpu = msa_cpu = 0.0
-        floor_n = msa_n = 0
+        floor_cpu = one_cpu = auto_cpu = 0.0
+        floor_n = msa_n = auto_n = 0
         with self.phase("case3", m):
             for rnd in range(3):
-                log(f"round {rnd + 1}/3: spawn floor, msa, aiosmtpd, Postfix")
+                log(f"round {rnd + 1}/3: spawn floor, msa, msa workers = auto, aiosmtpd, Postfix")
                 c0 = self_cpu()
                 fl = loadgen.spawn_floor(argv, self.msg4k, SESSIONS, 2.0)
                 floor_cpu += self_cpu() - c0
@@ -510,10 +534,17 @@ class Bench:
                 if n_msa:
                     c0 = proc_cpu(m.proc.pid)
                     rate, why = self.smtp_source_run(port, n_msa, msa_count)
-                    msa_cpu += proc_cpu(m.proc.pid) - c0
+                    one_cpu += proc_cpu(m.proc.pid) - c0
                     msa_n += n_msa
                     msa_r.append(rate or 0.0)
                     note += why
+                if n_auto:
+                    c0 = msa_cpu(auto)
+                    rate, why = self.smtp_source_run(auto.ports["starttls"], n_auto, auto_count)
+                    auto_cpu += msa_cpu(auto) - c0
+                    auto_n += n_auto
+                    auto_r.append(rate or 0.0)
+                    auto_note += why
                 if n_aio:
                     rate, why = self.smtp_source_run(self.aiosmtpd_port, n_aio, aio_count)
                     aio_r.append(rate or 0.0)
@@ -529,6 +560,8 @@ class Bench:
                   message=self.msg4k, per_session=900)
         tls = loadgen.run_processes("message_session_step", kw, procs=2, threads=4, duration=3.0)
         self.stop_msa(m)
+        workers = int((re.findall(r"worker \d+ of (\d+) started", auto.log()) or ["1"])[0])
+        self.stop_msa(auto)
         self.finish_cprofile("case3", cprof)
 
         def best(xs: list[float]) -> float | None:
@@ -549,7 +582,13 @@ class Bench:
         self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
                              "Postfix smtpd (discard)", best(pf_r), "", skipped="" if self.postfix else
                              f"Postfix: {self.postfix_skip}", note=f"information; rounds {runs(pf_r)} {pf_note}".strip()))
-        self.rows.append(Row("3", "msa CPU per message (its own process)", 1000 * msa_cpu / msa_n if msa_n else None,
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=auto", best(auto_r), "msg/s",
+                             "msa, workers = 1", msa_rate, "",
+                             note=f"information (S-1601): {workers} workers; the same smtp-source load in the same "
+                                  f"alternating rounds (auto {runs(auto_r)}, workers = 1 {runs(msa_r)}); CPU per "
+                                  f"message, master and workers: {fmt(1000 * auto_cpu / auto_n if auto_n else None)}"
+                                  f" ms {auto_note}".strip()))
+        self.rows.append(Row("3", "msa CPU per message (its own process)", 1000 * one_cpu / msa_n if msa_n else None,
                              "ms", "floor: spawning thread's CPU per start", 1000 * floor_cpu / floor_n
                              if floor_n else None, "",
                              note="information: user+system CPU of msa's process (not its sendmail children) "
@@ -994,14 +1033,19 @@ class Bench:
         try:
             cprof = self.cprofile_path("case10")
             m = self.start_msa("msa-sink", profile_cprofile=cprof, handoff=f"smtp:127.0.0.1:{sink.port}")
+            auto = self.start_msa("msa-sink-auto", handoff=f"smtp:127.0.0.1:{sink.port}", workers="auto")
             aio_count = lambda: len(os.listdir(self.aiosmtpd_dir))  # noqa: E731
-            cpu0 = proc_cpu(m.proc.pid)
+            cpu0, auto_cpu0 = proc_cpu(m.proc.pid), msa_cpu(auto)
             before = count_in_log(m, "status=sent")
             with self.phase("case10", m):
                 rates, note = self.alternate({"msa": (m, lambda: count_in_log(m, "status=sent")),
+                                              "msa-auto": (auto, lambda: count_in_log(auto, "status=sent")),
                                               "aiosmtpd": (self.aiosmtpd_port, aio_count)})
             per_msg = (proc_cpu(m.proc.pid) - cpu0) / max(1, count_in_log(m, "status=sent") - before)
+            auto_per_msg = (msa_cpu(auto) - auto_cpu0) / max(1, count_in_log(auto, "status=sent"))
+            workers = int((re.findall(r"worker \d+ of (\d+) started", auto.log()) or ["1"])[0])
             self.stop_msa(m)
+            self.stop_msa(auto)
             self.finish_cprofile("case10", cprof)
             reuse = self.handoff_alone(sink.port)
         finally:
@@ -1010,6 +1054,10 @@ class Bench:
         self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, handoff = smtp, sink", max(rates["msa"]), "msg/s",
                              "aiosmtpd (file per message)", max(rates["aiosmtpd"]), ">= 1x", ratio_min=1.0,
                              note=f"smtp-sink discards; best of 3 alternating rounds ({runs}) {note}".strip()))
+        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, smtp to sink, workers=auto", max(rates["msa-auto"]), "msg/s",
+                             "msa, workers = 1", max(rates["msa"]), "",
+                             note=f"information (S-1601): {workers} workers, in the same alternating rounds; "
+                                  f"CPU per message, master and workers: {1000 * auto_per_msg:.2f} ms"))
         self.rows.append(Row("10", "msa CPU per message, handoff = smtp, sink", 1000 * per_msg, "ms",
                              note="information: user+system CPU of msa's process per message"))
         (kept, kept_cpu), (fresh, fresh_cpu) = reuse
@@ -1352,6 +1400,81 @@ class Bench:
                              "the same without metrics", per["off"], "<= 1.05x", ratio_max=1.05,
                              note="user+system CPU of msa's process per message, all rounds"))
 
+    # -- case 15: workers, STARTTLS + AUTH, into Postfix -------------------------------------
+    def case_workers(self) -> None:
+        """15: 4 KiB messages over 8 STARTTLS + AUTH sessions, handoff = smtp
+        into the private Postfix's smtpd, msa with workers = 1 and with
+        workers = auto, against Postfix's smtpd taking the same client's load
+        directly in plaintext (no TLS, no AUTH, nothing passed on), in
+        alternating rounds, each first in turn; the best round of each."""
+        what = "4 KiB msgs/s, 8 TLS+AUTH sessions, smtp to Postfix"
+        if self.postfix is None:
+            for workers in ("1", "auto"):
+                self.rows.append(Row("15", f"{what}, workers={workers}", None, "msg/s",
+                                     "Postfix smtpd, plaintext, same client", None, ">= 0.9x",
+                                     skipped=f"Postfix: {self.postfix_skip}"))
+            return
+        pf = self.postfix
+        cprof = self.cprofile_path("case15")
+        one = self.start_msa("msa-w1", profile_cprofile=cprof, handoff=f"smtp:127.0.0.1:{pf.port}")
+        auto = self.start_msa("msa-wauto", handoff=f"smtp:127.0.0.1:{pf.port}", workers="auto")
+        workers = int((re.findall(r"worker \d+ of (\d+) started", auto.log()) or ["1"])[0])
+        msa_kw = dict(ca=self.certs.ca, user=USER, password=PASSWORD, mode="starttls", message=self.msg4k,
+                      per_session=900)
+        pf_kw = dict(ca=None, user=None, password=None, mode="plain", message=self.msg4k, per_session=900)
+        targets = {"one": (one, one.ports["starttls"], msa_kw), "auto": (auto, auto.ports["starttls"], msa_kw),
+                   "postfix": (None, pf.port, pf_kw)}
+        log("warm-up: msa workers = 1, msa workers = auto, Postfix smtpd")
+        for _, port, kw in targets.values():
+            loadgen.run_processes("message_session_step", dict(port=port, **kw), procs=2, threads=4, duration=1.0)
+            self.wait_postfix_idle()
+        rates: dict[str, list[float]] = {name: [] for name in targets}
+        cpu = {"one": 0.0, "auto": 0.0}
+        sent = {"one": 0, "auto": 0}
+        note = ""
+        names = list(targets)
+        with self.phase("case15", one):
+            for rnd in range(3):
+                order = names[rnd:] + names[:rnd]
+                log(f"round {rnd + 1}/3: " + ", ".join(order) + " (2 client processes x 4 threads)")
+                for name in order:
+                    m, port, kw = targets[name]
+                    c0 = msa_cpu(m) if m is not None else 0.0
+                    r = loadgen.run_processes("message_session_step", dict(port=port, **kw), procs=2, threads=4,
+                                              duration=3.0)
+                    if m is not None:
+                        cpu[name] += msa_cpu(m) - c0
+                        sent[name] += r.count
+                    rates[name].append(r.rate)
+                    if r.errors:
+                        note += f"; {name}: {r.errors} errors: {r.first_error}"
+                    self.wait_postfix_idle()
+        self.stop_msa(one)
+        self.stop_msa(auto)
+        self.finish_cprofile("case15", cprof)
+
+        def shown(xs: list[float]) -> str:
+            return "/".join(f"{x:.0f}" for x in xs)
+
+        def per_message(name: str) -> str:
+            return fmt(1000 * cpu[name] / sent[name] if sent[name] else None)
+
+        rounds = (f"best of 3 alternating rounds (workers = 1 {shown(rates['one'])}, auto {shown(rates['auto'])}, "
+                  f"Postfix {shown(rates['postfix'])})")
+        client = ("2 client processes x 4 threads, one session each, pipelined MAIL/RCPT/DATA; msa: STARTTLS + "
+                  "AUTH PLAIN, then its SMTP hand-off into the private Postfix's smtpd (XFORWARD, discard); "
+                  "Postfix: the same client in plaintext")
+        self.rows.append(Row("15", f"{what}, workers=1", max(rates["one"]), "msg/s",
+                             "Postfix smtpd, plaintext, same client", max(rates["postfix"]), ">= 0.9x",
+                             ratio_min=0.9, note=f"{client}; {rounds}; msa CPU per message {per_message('one')} ms"
+                                                 f"{note}"))
+        self.rows.append(Row("15", f"{what}, workers=auto", max(rates["auto"]), "msg/s",
+                             "Postfix smtpd, plaintext, same client", max(rates["postfix"]), ">= 0.9x",
+                             ratio_min=0.9, note=f"{workers} workers; msa CPU per message, master and workers, "
+                                                 f"{per_message('auto')} ms"))
+        self.rows.append(Row("15", f"{what}, workers=auto", max(rates["auto"]), "msg/s", "msa, workers = 1",
+                             max(rates["one"]), "", note="information (S-1601): what the workers gain"))
+
     # -- all ---------------------------------------------------------------------------------
     def run(self) -> None:
         self.setup()
@@ -1382,6 +1505,8 @@ class Bench:
             self.case_pgp()
         if 14 in self.cases:
             self.case_store()
+        if 15 in self.cases:
+            self.case_workers()
 
 
 def header(args: argparse.Namespace) -> None:
@@ -1422,14 +1547,14 @@ def main() -> int:
                          "holding the GIL; cprofile: every call in every thread")
     ap.add_argument("--command", default="", help="the command line to print (from the Makefile)")
     args = ap.parse_args()
-    if args.profile and not re.fullmatch(r"case([1-9]|1[0-4])|case5off", args.profile):
-        ap.error("--profile takes case1 ... case14 or case5off")
+    if args.profile and not re.fullmatch(r"case([1-9]|1[0-5])|case5off", args.profile):
+        ap.error("--profile takes case1 ... case15 or case5off")
     if args.cases:
         args.case_set = {int(x) for x in args.cases.split(",") if x.strip()}
     elif args.profile:
         args.case_set = {int(re.match(r"case(\d+)", args.profile).group(1))}
     else:
-        args.case_set = set(range(1, 15))
+        args.case_set = set(range(1, 16))
     t0 = time.perf_counter()
     header(args)
     bench = Bench(args)

@@ -18,6 +18,7 @@ never a success. It imports neither ``server/``, ``delivery/`` nor
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -73,12 +74,19 @@ class _Pool:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(POOL_MAX)
+        self._pid = os.getpid()
+        #: A forked child's copies of its parent's idle connections (serve's
+        #: workers): never used, and never closed either, since closing one
+        #: would end the session the parent still has on the same socket.
+        self._inherited: list[Any] = []
 
     def take(self, deadline: float) -> tuple[Any, bool]:
         """A connection and whether it was reused; raises Unavailable."""
         if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Unavailable(f"all {POOL_MAX} database connections are busy")
         with self._lock:
+            if self._pid != os.getpid():  # a forked child never shares its parent's connections
+                self._inherited, self._idle, self._pid = self._inherited + self._idle, [], os.getpid()
             if self._idle:
                 return self._idle.pop(), True
         try:

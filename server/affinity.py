@@ -14,7 +14,9 @@ processes it starts (sendmail, which inherits it too).
 Linux's sched_setaffinity(0, ...) sets the calling thread's set, and a new
 thread inherits its creator's: `pin` is called in the main thread before
 any other starts. Where affinity cannot be set (one core, a restricted
-cpuset, another OS), nothing is pinned.
+cpuset, another OS), nothing is pinned. With `workers` (S-1601) each worker
+process pins its own threads to a core of its own, worker i to the i-th
+core modulo their number; the master process is not pinned.
 """
 
 from __future__ import annotations
@@ -35,13 +37,21 @@ class CpuAffinity:
     def pinned(self) -> bool:
         return self._one is not None
 
-    def pin(self) -> bool:
-        """Keep the calling thread, and every thread it starts, on one core."""
+    @property
+    def core(self) -> int | None:
+        """The core the threads are pinned to, None when not pinned."""
+        return min(self._one) if self._one else None
+
+    def pin(self, index: int = 0) -> bool:
+        """Keep the calling thread, and every thread it starts, on one core:
+        the `index`-th (modulo their number) of those the process may use,
+        so that serve's workers (S-1601), pinned with their numbers, spread
+        over the cores instead of sharing the first."""
         try:
             cores = os.sched_getaffinity(0)
             if len(cores) < 2:
                 return False
-            one = {min(cores)}
+            one = {sorted(cores)[index % len(cores)]}
             os.sched_setaffinity(0, one)
         except (AttributeError, OSError):
             return False

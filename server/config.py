@@ -64,6 +64,10 @@ _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LIMIT = re.compile(r"(?P<count>\d{1,9})\s*/\s*(?P<n>\d{1,6})(?P<unit>[smhd])\Z")
 MAX_LIMIT_PERIOD = 7 * 86400
 
+#: S-1601: each worker is a whole Python process (some 20 MiB resident); a
+#: host with more CPUs than this is well served by fewer.
+MAX_WORKERS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -88,6 +92,7 @@ class Config:
     received_client: bool
     auth_cache_ttl: float
     auth_failures: int
+    workers: int | str = 1  # S-1601: processes of serve, a number or "auto" (worker_count())
     handoff: SmtpRelay | None = None  # None: the sendmail command (the default)
     dkim_keys: str | None = None  # the directory of DKIM keys (S-1103); None: no DKIM
     pgp_keys: str | None = None  # the directory of USER.key OpenPGP keys (S-1104); None: no PGP
@@ -122,6 +127,17 @@ class Config:
             return False
         return any(addr in net for net in self.trusted_networks if net.version == addr.version)
 
+    def worker_count(self) -> int:
+        """S-1601: `workers` as a number; `auto` is one per CPU this
+        process may run on (its affinity mask, which systemd's CPUAffinity=
+        and taskset narrow), not every CPU of the host."""
+        if self.workers == "auto":
+            try:
+                return max(1, len(os.sched_getaffinity(0)))
+            except (AttributeError, OSError):
+                return os.cpu_count() or 1
+        return int(self.workers)
+
 
 class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
@@ -142,6 +158,7 @@ _DEFAULTS: dict[str, str] = {
     "max_recipients": "100",
     "max_connections": "100",
     "max_connections_per_ip": "20",
+    "workers": "1",
     "timeout": "300",
     "run_as": "",
     "require_tls_for_auth": "yes",
@@ -461,6 +478,17 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('run_as')}: run_as {run_as!r} is not a user name "
                         "(letters, digits, '.', '_' and '-', not starting with '-')")  # fmt: skip
 
+    workers: int | str = 1
+    raw_workers = values["workers"]
+    if raw_workers.lower() == "auto":
+        workers = "auto"
+    elif "workers" not in refused:
+        if raw_workers.isascii() and raw_workers.isdigit() and 1 <= int(raw_workers) <= MAX_WORKERS:
+            workers = int(raw_workers)
+        else:
+            problems.append(f"{where('workers')}: workers must be a whole number from 1 to {MAX_WORKERS}, or auto "
+                            f"(one per CPU), not {raw_workers!r}")  # fmt: skip
+
     handoff = None
     raw_handoff = values["handoff"]
     if raw_handoff.lower() != "sendmail" and "handoff" not in refused:
@@ -563,6 +591,7 @@ def parse(text: str, path: str) -> Config:
         max_recipients=integer("max_recipients", 1, 100000),
         max_connections=integer("max_connections", 1, 100000),
         max_connections_per_ip=integer("max_connections_per_ip", 1, 100000),
+        workers=workers,
         timeout=number("timeout", 1, 86400),
         run_as=run_as or None,
         require_tls_for_auth=boolean("require_tls_for_auth"),

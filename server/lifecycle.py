@@ -1,5 +1,8 @@
 """The daemon's life: build the runtime, bind, drop privileges, serve,
-reload on SIGHUP or a changed users.db, drain on SIGTERM/SIGINT.
+reload on SIGHUP or a changed users.db, drain on SIGTERM/SIGINT. With
+`workers` > 1 (S-1601) the same process, once bound and unprivileged,
+becomes the master of that many workers (server/workers.py), each of which
+serves, reloads and drains as a lone serve does (`_run`).
 
 Signal handlers only set flags; the main thread acts (socketserver's
 `shutdown()` must not be called from the thread running serve_forever).
@@ -13,6 +16,8 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import sasl
 
@@ -291,6 +296,93 @@ def serve(cfg: Config, version: str = "unknown") -> int:
     except OSError:
         pass  # said when first needed (server/auth.py)
 
+    count = cfg.worker_count()
+    if count == 1:
+        return _run(cfg, server, listeners, endpoint=endpoint)  # one process, as ever: no master, no workers
+    return _master(cfg, server, listeners, count, endpoint)
+
+
+@dataclass(frozen=True)
+class _WorkerRole:
+    """What a worker process knows of its place (S-1601)."""
+
+    number: int  # 1..count
+    count: int
+    channel: Any  # anvil.SlotsClient: its slots, and its reports to the master
+    master: int  # the master's pid: a worker whose parent changed stops
+
+
+def _master(cfg: Config, server: Server, listeners: list[Listener], count: int, endpoint: Any = None) -> int:
+    """S-1601: the bound, privilege-dropped process becomes the master of
+    `count` workers (server/workers.py); each runs `_run` on every listener."""
+    import gc
+
+    from .anvil import SlotKeeper
+    from .workers import Master
+
+    server.state.close()  # the start-up checks' connection: no worker may share it (sqlite, S-1601)
+    for lst in listeners:
+        # Shared by every worker: whichever is idle takes the connection,
+        # and the others' accept() must not block (server/workers.py).
+        lst.socket.setblocking(False)
+        _log_listening(lst)
+    runtime = server.runtime
+    users = len(runtime.users) if runtime.users is not None else 0
+
+    def start_worker(number: int, chan: socket.socket, restarted: bool) -> int:
+        return _worker(cfg, runtime, listeners, number, count, chan, restarted, server.metrics)
+
+    master = Master(count, SlotKeeper(cfg.max_connections, cfg.max_connections_per_ip), start_worker,
+                    drain_bound=cfg.sendmail_timeout + DRAIN_GRACE, listeners=[lst.socket for lst in listeners],
+                    notify=_notify, ready_line=f"ready: {cfg.hostname}, {users} users, {count} workers")
+    if endpoint is not None:  # S-1501, S-1601: the master serves the sum over its workers
+        from . import metrics
+
+        endpoint.pids = master.pids
+        master.endpoint = endpoint
+        master.on_death = metrics.process_died
+        _log_metrics(endpoint)
+    gc.freeze()  # what the master holds stays shared with the workers (copy-on-write) rather than touched by gc
+    return master.run()
+
+
+def _worker(cfg: Config, runtime: Any, bound: list[Listener], number: int, count: int, chan: socket.socket,
+            restarted: bool, metrics: Any = None) -> int:
+    """In a forked worker: a Server of its own (nothing of the master's
+    state store, hand-off connections, random pool or caches is shared),
+    its connection slots counted by the master, the listeners' sockets."""
+    from .anvil import SlotsClient
+
+    server = Server(runtime)
+    if metrics is not None:  # S-1501: its own files in the same directory (multiprocess mode)
+        server.metrics = metrics
+    slots = SlotsClient(chan)
+    server.slots = slots  # type: ignore[assignment]  # runtime.Slots' interface, host totals (S-109)
+    # argon2 verifications on the host stay about one per core in all (DESIGN.md).
+    server.argon2_slots = threading.BoundedSemaphore(max(1, -(-(os.cpu_count() or 1) // count)))
+    server.auth = Authenticator(server, cfg.auth_cache_ttl)
+    listeners = [Listener(server, lst.entry, lst.socket) for lst in bound]
+    if restarted:  # the master's runtime is the one it started with: read what is current
+        reload(server)
+    return _run(cfg, server, listeners, _WorkerRole(number, count, slots, os.getppid()))
+
+
+def _log_listening(lst: Listener) -> None:
+    host, port = lst.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    maillog.info(f"listening on {shown}:{port} ({lst.entry.mode})")
+
+
+def _log_metrics(endpoint: Any) -> None:
+    host, port = endpoint.address
+    maillog.info(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+
+
+def _run(cfg: Config, server: Server, listeners: list[Listener], worker: _WorkerRole | None = None,
+         endpoint: Any = None) -> int:
+    """Serve until SIGTERM/SIGINT, reloading on SIGHUP or a changed file,
+    then drain: `serve` itself, or one of its workers (`worker`)."""
+    runtime = server.runtime
     stop = threading.Event()
     hup = threading.Event()
 
@@ -305,25 +397,34 @@ def serve(cfg: Config, version: str = "unknown") -> int:
     signal.signal(signal.SIGHUP, on_hup)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death (S-307)
+    if worker is not None:  # blocked by the master across fork (server/workers.py)
+        from .workers import SIGNALS
+
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
     # Before any thread starts: they inherit it (server/affinity.py).
-    pinned = server.affinity.pin()
+    pinned = server.affinity.pin(worker.number - 1 if worker is not None else 0)
     threading.stack_size(THREAD_STACK)
     threads = []
     for lst in listeners:
         t = threading.Thread(target=lst.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
         t.start()
         threads.append(t)
-        host, port = lst.server_address[:2]
-        shown = f"[{host}]" if ":" in host else host
-        maillog.info(f"listening on {shown}:{port} ({lst.entry.mode})")
-    if endpoint is not None:
+        if worker is None:
+            _log_listening(lst)
+    if endpoint is not None:  # one process: it serves /metrics itself (S-1501)
         endpoint.start()
-        host, port = endpoint.address
-        maillog.info(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
-    maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users"
-                 + (", session threads on one CPU" if pinned else ""))
-    _notify("READY=1")
+        _log_metrics(endpoint)
+    if worker is None:
+        maillog.info(f"ready: {cfg.hostname}, {len(runtime.users) if runtime.users is not None else 0} users"
+                     + (", session threads on one CPU" if pinned else ""))
+        _notify("READY=1")
+    else:  # S-1601: one line each, under its own pid
+        maillog.info(f"worker {worker.number} of {worker.count} started"
+                     + (f", session threads on CPU {server.affinity.core}" if pinned else ""))
+        from .anvil import RELOADED, UP
+
+        worker.channel.tell(UP)
 
     from directory.usersfile import Watch
 
@@ -331,11 +432,16 @@ def serve(cfg: Config, version: str = "unknown") -> int:
     while not stop.is_set():
         _report_health(server)
         stop.wait(WATCH_INTERVAL)
+        if worker is not None and os.getppid() != worker.master:
+            maillog.warning(f"worker {worker.number}: the master process is gone; stopping")
+            break
         if watch.changed() | hup.is_set():  # both looked at: a change seen now is not seen again
             hup.clear()
-            _notify("RELOADING=1")
+            _notify("RELOADING=1")  # a worker has no NOTIFY_SOCKET: the master tells systemd
             reload(server)
             _notify("READY=1")
+            if worker is not None:
+                worker.channel.tell(RELOADED)
 
     _notify("STOPPING=1")
     maillog.info("stopping: no new connections; letting sessions finish")
@@ -363,5 +469,5 @@ def serve(cfg: Config, version: str = "unknown") -> int:
     server.close()
     if endpoint is not None:
         endpoint.close()
-    maillog.info("stopped")
+    maillog.info("stopped" if worker is None else f"worker {worker.number} stopped")
     return 0

@@ -359,14 +359,18 @@ class Endpoint:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        import prometheus_client.process_collector  # noqa: F401 - imported before any fork (workers)
+        import prometheus_client.core  # noqa: F401
+
         path = directory_of(cfg)
         slots = threading.BoundedSemaphore(self.MAX_SCRAPES)
         timeout = self.TIMEOUT
+        self.pids = pids  # the workers' (S-1601); set by the master once it has them
 
         def scrape() -> bytes:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=path)
-            registry.register(_ProcessesCollector(pids))
+            registry.register(_ProcessesCollector(lambda: self.pids()))
             return generate_latest(registry)
 
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -153,6 +153,18 @@ def setup(kind: str = "stderr") -> None:
 _direct: _LineHandler | None = None
 
 
+def _forked() -> None:
+    """In a forked child (serve's workers, S-1601): its lines carry its own
+    PID, as each Postfix process's do."""
+    pid = os.getpid()
+    for handler in log.handlers:
+        if isinstance(handler.formatter, _Formatter):
+            handler.formatter.pid = pid
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _line(level: int, text: str) -> None:
     if _direct is not None:
         _direct.text(text)

@@ -171,3 +171,56 @@ def test_store_and_directory_health_follow_outages(tmp_path, certs):  # S-1501: 
         assert 'msa_auth_attempts_total{directory="dovecot",mechanism="PLAIN",result="tempfail"} 1.0' in text
     finally:
         m.stop()
+
+
+def test_metrics_sum_over_workers_and_keep_a_dead_workers_counts(tmp_path, certs):  # S-1501, S-1601
+    """With workers = 2 the master serves /metrics: the sum over both
+    workers, and a worker killed and replaced keeps its counts in the sum."""
+    import os
+    import re as _re
+    import signal as _signal
+
+    import promtest
+
+    m = msatest.start(tmp_path / "m", certs, metrics_listen="127.0.0.1:0", workers=2)
+    try:
+        port = int(m.wait_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+        m.wait_log(r"ready: .*2 workers")
+        sent = 0
+
+        def send() -> None:
+            w = msatest.Wire.connect(m.ports["starttls"])
+            w.reply()
+            w.expect("EHLO x.example", 250)
+            w.transaction("alice@example.org", "bob@example.net")  # a trusted client
+            w.send(msatest.HDR + b"Subject: w\r\n\r\nok\r\n.\r\n")
+            assert w.reply()[0] == 250
+            w.expect("QUIT", 221)
+
+        def serving() -> set[str]:
+            return set(_re.findall(r"msa\[(\d+)\]: \w+: to=<bob@example\.net>.*status=sent", m.log()))
+
+        while len(serving()) < 2 and sent < 200:
+            send()
+            sent += 1
+        assert len(serving()) == 2, "one worker took every connection"
+        accepted = lambda: _total(promtest.scrape(port)[1], 'msa_messages_total{result="accepted"}')  # noqa: E731
+        assert msatest.wait_until(lambda: accepted() == sent), (accepted(), sent)
+        victim = int(sorted(serving())[0])
+        os.kill(victim, _signal.SIGKILL)
+        m.wait_log(rf"pid {victim} killed by signal 9.*starting another")
+        assert accepted() == sent  # the dead worker's counts stay in the sum
+        send()
+        assert msatest.wait_until(lambda: accepted() == sent + 1)
+        text = promtest.scrape(port)[1]
+        assert _total(text, "msa_sessions_active") == 0
+        assert promtest.promtool_check(text).returncode == 0
+    finally:
+        m.stop()
+
+
+def _total(text: bytes, series: str) -> float | None:
+    import re as _re
+
+    found = _re.search(rb"^" + _re.escape(series.encode()) + rb" (\S+)$", text, _re.M)
+    return float(found.group(1)) if found else None
