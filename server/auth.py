@@ -10,7 +10,6 @@ sasl/ and this module holds its lock.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import Counter, deque
@@ -296,6 +295,8 @@ class FailurePad:
         self._lock = threading.Lock()
 
     def target(self) -> float:
+        import statistics  # here: with random, decimal and fractions, a tenth of inetd's start-up
+
         with self._lock:
             medians = [statistics.median(t) for t in self._times.values() if t]
         return max(medians, default=0.0)
