@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import ssl
 import threading
 from collections.abc import Callable
@@ -96,6 +95,8 @@ class RandomPool:
 
 def new_id() -> str:
     """An id without a pool (tools and tests)."""
+    import secrets  # not at start-up: it brings random
+
     return secrets.token_hex(5).upper()
 
 
