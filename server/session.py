@@ -8,7 +8,6 @@ makes no protocol decision of its own.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import time
@@ -322,6 +321,8 @@ class Session:
     def _fix_context(self, env: Any, qid: str) -> Any:
         """What headers.fix and the hand-off need to know of this transaction
         (the message stamps `now` and `random` when it fixes the header)."""
+        import datetime
+
         import headers
 
         conn = self.conn
