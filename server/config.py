@@ -25,6 +25,8 @@ DEFAULT_PATH = "/etc/msa/msa.conf"
 
 @dataclass(frozen=True, slots=True)
 class Listen:
+    """One `listen` entry: an address to accept on, and `starttls` or `tls` (S-403)."""
+
     host: str
     port: int
     mode: str  # "starttls" | "tls"
@@ -67,6 +69,9 @@ MAX_LIMIT_PERIOD = 7 * 86400
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The configuration file, checked (CONTRACT.md "Configuration file");
+    `lines` gives each key's line for FILE:LINE messages."""
+
     path: str
     hostname: str
     listen: tuple[Listen, ...]

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
+    """What sessions read of the configuration and the files it names,
+    swapped whole on reload."""
+
     config: Config
     ssl_context: ssl.SSLContext | None
     users: Any  # sasl.UserDB (empty when the file is missing)
