@@ -175,8 +175,10 @@ _DEFAULTS: dict[str, str] = {
     "state_timeout": "0.5",
 }
 
-_DOVECOT = re.compile(r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z")
-_SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
+#: The patterns of keys most configurations leave unset are kept as text:
+#: re compiles (and caches) them when first used, not when inetd starts.
+_DOVECOT = r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z"
+_SMTP_HANDOFF = r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z"
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
@@ -200,7 +202,7 @@ _MAX_HOST_NAME = 253
 #: POSIX.1-2017 §3.437 (User Name) and §3.282 (Portable Filename Character
 #: Set): letters, digits, '.', '_' and '-', not starting with '-'; Samba's
 #: machine accounts end in '$'. LOGIN_NAME_MAX on Linux is 256.
-_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z")
+_USER_NAME = r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z"  # as text, like _DOVECOT
 _MAX_USER_NAME = 256
 
 
@@ -459,14 +461,14 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('hostname')}: hostname {hostname!r}{unset} is not a domain name: {why}")
 
     run_as = values["run_as"]
-    if run_as and (len(run_as) > _MAX_USER_NAME or not _USER_NAME.match(run_as)):
+    if run_as and (len(run_as) > _MAX_USER_NAME or not re.match(_USER_NAME, run_as)):
         problems.append(f"{where('run_as')}: run_as {run_as!r} is not a user name "
                         "(letters, digits, '.', '_' and '-', not starting with '-')")  # fmt: skip
 
     handoff = None
     raw_handoff = values["handoff"]
     if raw_handoff.lower() != "sendmail" and "handoff" not in refused:
-        m = _SMTP_HANDOFF.match(raw_handoff)
+        m = re.match(_SMTP_HANDOFF, raw_handoff)
         host = (m.group("v6") or m.group("host")) if m else ""
         why = None if m else "must be sendmail or smtp:HOST:PORT (e.g. smtp:127.0.0.1:10025)"
         if m and m.group("v6"):
@@ -512,7 +514,7 @@ def parse(text: str, path: str) -> Config:
     auth_dovecot = None
     raw_dovecot = values["auth_dovecot"]
     if raw_dovecot and "auth_dovecot" not in refused:
-        m = _DOVECOT.match(raw_dovecot)
+        m = re.match(_DOVECOT, raw_dovecot)
         why = None if m else ("must be unix:/PATH (Dovecot's auth listener, e.g. unix:/run/dovecot/auth-msa) "
                               "or inet:HOST:PORT")
         if m and m.group("port") and not 0 < int(m.group("port")) < 65536:
