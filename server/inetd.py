@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import stat
 import sys
 import time
@@ -69,8 +68,6 @@ def _write(fd: int, data: bytes, timeout: float) -> None:
 def run(cfg: Config, implicit_tls: bool) -> int:
     stdin_socket = _is_socket(0)
     _setup_log(cfg.log)
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     early = not implicit_tls  # an implicit TLS session is greeted after its handshake
     try:
         runtime = build_runtime(cfg, lazy=True, files_only=early)
@@ -111,6 +108,7 @@ def run(cfg: Config, implicit_tls: bool) -> int:
 
 def _serve(cfg: Config, runtime: object, stdin_socket: bool, implicit_tls: bool, greeted: bool) -> int:
     """The session itself, on fd 0's socket or on the pipes 0 and 1."""
+    import signal
     import socket
 
     from .auth import Authenticator
@@ -136,6 +134,8 @@ def _serve(cfg: Config, runtime: object, stdin_socket: bool, implicit_tls: bool,
     for key in ("TCPREMOTEPORT", "REMOTE_PORT", "SOCAT_PEERPORT"):
         if port is None and os.environ.get(key, "").isdigit():
             port = int(os.environ[key])
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death (S-307)
     server = Server(runtime)  # type: ignore[arg-type]
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
     Session(server, transport, ip, port, implicit_tls, greeted=greeted).run()
