@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING
 
+# typing itself is not imported: inetd mode would pay for it before its greeting
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 

@@ -13,7 +13,6 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
 
 from util import files
 
@@ -23,8 +22,12 @@ from .config import Config
 
 # ssl, sasl/ and smtp_states/ are imported where they are used: inetd mode
 # imports this module before its greeting, and loads them after it.
+# typing itself is not imported: inetd mode would pay for it before its greeting
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from typing import Any
 
     import sasl
     from smtp_states import Settings

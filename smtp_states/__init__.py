@@ -11,8 +11,6 @@ events among it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 #: Where each public name lives.
 _EXPORTS = {
     "connection": ("Connection", "Policy", "Settings"),
@@ -22,6 +20,9 @@ _EXPORTS = {
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
+# typing itself is not imported: inetd mode would pay for it before its greeting
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what __getattr__ gives, for type checkers
     from .connection import Connection, Policy, Settings
     from .events import (
