@@ -20,9 +20,8 @@ from . import maillog
 from .affinity import CpuAffinity
 from .config import Config
 
-# ssl, sasl/ and smtp_states/ are imported where they are used: inetd mode
-# imports this module before its greeting, and loads them after it.
-# typing itself is not imported: inetd mode would pay for it before its greeting
+# inetd mode imports this module before its greeting: ssl, sasl/ and
+# smtp_states/ are imported where they are used (after it), typing not at all
 # (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
