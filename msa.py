@@ -8,9 +8,14 @@ Imports are lazy so that `inetd` mode starts fast.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
+
+# typing itself is not imported: inetd mode would pay for it before its greeting
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 __version__ = "0.1.0"
 DEFAULT_CONFIG = "/etc/msa/msa.conf"
@@ -26,6 +31,8 @@ _ADMIN_COMMANDS = (
 
 
 def _parser(with_user: bool = True) -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="msa.py",
         description="A mail submission agent: authenticates users, checks their senders, "
@@ -74,8 +81,45 @@ def _load_config(path: str, inetd: bool = False) -> object:
         return None
 
 
+def _inetd_words(words: list[str]) -> tuple[str, bool] | None:
+    """(config, --tls) of `inetd` given in one of its plain spellings (-c
+    CONF, --config CONF, --config=CONF, --tls), else None and argparse
+    reads the words. inetd starts a process per connection, and building
+    the parser costs more than a third of a bare interpreter's start-up
+    (argparse, gettext, shutil); any other spelling, an abbreviation, -h
+    or a mistake still goes through argparse, so nothing reads differently."""
+    if not words or words[0] != "inetd":
+        return None
+    config, tls = DEFAULT_CONFIG, False
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "--tls":
+            tls = True
+        elif word in ("-c", "--config"):
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None
+            config = value
+        elif word.startswith("--config=") and len(word) > len("--config="):
+            config = word[len("--config="):]
+        else:
+            return None
+    return config, tls
+
+
+def _inetd(config: str, tls: bool) -> int:
+    cfg = _load_config(config, inetd=True)
+    if cfg is None:
+        return 1
+    from server import inetd
+
+    return inetd.run(cfg, tls)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if (plain := _inetd_words(words)) is not None:
+        return _inetd(*plain)
     daemon = bool(words) and words[0] in ("serve", "inetd", "check") and not {"-h", "--help"} & set(words)
     args = _parser(with_user=not daemon).parse_args(argv)
     if args.command == "check":
@@ -101,16 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dkim":  # it needs the key directory alone
             return module.run(args, cfg.dkim_keys)  # type: ignore[attr-defined]
         return module.run(args, cfg)
-    cfg = _load_config(args.config, inetd=args.command == "inetd")
+    if args.command == "inetd":
+        return _inetd(args.config, args.tls)
+    cfg = _load_config(args.config)
     if cfg is None:
         return 1
-    if args.command == "serve":
-        from server import lifecycle
+    from server import lifecycle
 
-        return lifecycle.serve(cfg, __version__)  # type: ignore[arg-type]
-    from server import inetd
-
-    return inetd.run(cfg, args.tls)  # type: ignore[arg-type]
+    return lifecycle.serve(cfg, __version__)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ greets before paying for them.
 
 from __future__ import annotations
 
-from typing import Any
+# typing itself is not imported: inetd mode would pay for it before its greeting
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def make_handoff(config: Any, affinity: Any = None) -> Any:

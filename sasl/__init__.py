@@ -14,8 +14,10 @@ lengths stay in the SMTP layer. A client's fault is a ``Failure`` result,
 never an exception. Imports: the standard library; argon2-cffi (lazily, in
 ``verify`` and ``userdb``) and ``idna`` (lazily, in ``userdb``, S-603).
 
-The step result types are defined here, before the submodules are imported
-at the bottom, because every mechanism module builds them.
+The step result types are defined here because every mechanism module
+builds them; the other public names live in the submodules and are
+imported from them when first used (``__getattr__`` below), so that what
+only parses users.db does not load the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,39 +94,75 @@ class Mechanism(Protocol):
 MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256")
 
 
-# The submodules import the types above from this package, so they come last.
-from .cache import CredentialCache  # noqa: E402
-from .crammd5 import CramMD5Mechanism  # noqa: E402
-from .login import LoginMechanism  # noqa: E402
-from .plain import PlainMechanism  # noqa: E402
-from .scram import (  # noqa: E402
-    ScramCredential,
-    ScramMechanism,
-    fake_credential,
-    format_credential,
-    make_credential,
-    parse_credential,
-    password_matches,
-    verify_proof,
-)
-from .throttle import Throttle, client_key  # noqa: E402
-from .userdb import (  # noqa: E402
-    User,
-    UserDB,
-    UserDBError,
-    add_user,
-    add_users,
-    check_sender,
-    decode,
-    delete_user,
-    format_user,
-    hash_problem,
-    name_problem,
-    parse,
-    parse_bytes,
-    replace_user,
-)
-from .phc import hash_password, nondefault_params  # noqa: E402
+#: Where each re-exported name lives. A submodule is imported when one of
+#: its names is first asked for (PEP 562 ``__getattr__``): parsing users.db
+#: before an inetd greeting then loads the parser and the verifier, not the
+#: mechanisms, the throttle (ipaddress) and the credential cache.
+_EXPORTS = {
+    "cache": ("CredentialCache",),
+    "crammd5": ("CramMD5Mechanism",),
+    "login": ("LoginMechanism",),
+    "plain": ("PlainMechanism",),
+    "scram": ("ScramCredential", "ScramMechanism", "fake_credential", "format_credential", "make_credential",
+              "parse_credential", "password_matches", "verify_proof"),
+    "throttle": ("Throttle", "client_key"),
+    "userdb": ("User", "UserDB", "UserDBError", "add_user", "add_users", "check_sender", "decode", "delete_user",
+               "format_user", "hash_problem", "name_problem", "parse", "parse_bytes", "replace_user"),
+    "phc": ("hash_password", "nondefault_params"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:  # what __getattr__ gives, for type checkers and linters
+    from .cache import CredentialCache
+    from .crammd5 import CramMD5Mechanism
+    from .login import LoginMechanism
+    from .phc import hash_password, nondefault_params
+    from .plain import PlainMechanism
+    from .scram import (
+        ScramCredential,
+        ScramMechanism,
+        fake_credential,
+        format_credential,
+        make_credential,
+        parse_credential,
+        password_matches,
+        verify_proof,
+    )
+    from .throttle import Throttle, client_key
+    from .userdb import (
+        User,
+        UserDB,
+        UserDBError,
+        add_user,
+        add_users,
+        check_sender,
+        decode,
+        delete_user,
+        format_user,
+        hash_problem,
+        name_problem,
+        parse,
+        parse_bytes,
+        replace_user,
+    )
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:  # a submodule not imported yet: `from sasl import hashes` imports it
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # __import__, not importlib.import_module: -X importtime (make bench
+    # PROFILE=case7) reports what the statement imports, not what importlib does.
+    __import__(f"{__name__}.{module}")
+    value = getattr(globals()[module], name)  # the submodule, set here by its import
+    globals()[name] = value
+    return value
+
+
+# Imported now, not when asked for: the function `verify` shares its name
+# with its module, and importing the module sasl.verify (from anywhere) sets
+# that name on this package to the module; only an import here, after it,
+# keeps the function there.
 from .verify import AuthResult, verify, warm_up  # noqa: E402
 
 
@@ -152,12 +190,20 @@ def new_mechanism(
         return None
     wanted = name.upper()
     if wanted == "PLAIN":
+        from .plain import PlainMechanism
+
         return PlainMechanism()
     if wanted == "LOGIN":
+        from .login import LoginMechanism
+
         return LoginMechanism()
     if wanted == "CRAM-MD5":
+        from .crammd5 import CramMD5Mechanism
+
         return CramMD5Mechanism(hostname, urandom=urandom, clock=clock)
     if wanted == "SCRAM-SHA-256" and scram_lookup is not None and scram_fake is not None:
+        from .scram import ScramMechanism
+
         return ScramMechanism(scram_lookup, scram_fake, urandom=urandom)
     return None
 

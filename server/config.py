@@ -25,6 +25,8 @@ DEFAULT_PATH = "/etc/msa/msa.conf"
 
 @dataclass(frozen=True, slots=True)
 class Listen:
+    """One `listen` entry: an address to accept on, and `starttls` or `tls` (S-403)."""
+
     host: str
     port: int
     mode: str  # "starttls" | "tls"
@@ -71,6 +73,9 @@ MAX_WORKERS = 256
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The configuration file, checked (CONTRACT.md "Configuration file");
+    `lines` gives each key's line for FILE:LINE messages."""
+
     path: str
     hostname: str
     listen: tuple[Listen, ...]
@@ -189,9 +194,11 @@ _DEFAULTS: dict[str, str] = {
     "metrics_listen": "",
 }
 
-_DOVECOT = re.compile(r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z")
-_SMTP_HANDOFF = re.compile(r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
-_METRICS_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z")
+#: The patterns of keys most configurations leave unset are kept as text:
+#: re compiles (and caches) them when first used, not when inetd starts.
+_DOVECOT = r"(?:unix:(?P<path>/\S+)|inet:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5}))\Z"
+_SMTP_HANDOFF = r"smtp:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z"
+_METRICS_LISTEN = r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\Z"
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})\s+(?P<mode>\S+)$")
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
@@ -215,7 +222,7 @@ _MAX_HOST_NAME = 253
 #: POSIX.1-2017 §3.437 (User Name) and §3.282 (Portable Filename Character
 #: Set): letters, digits, '.', '_' and '-', not starting with '-'; Samba's
 #: machine accounts end in '$'. LOGIN_NAME_MAX on Linux is 256.
-_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z")
+_USER_NAME = r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?\Z"  # as text, like _DOVECOT
 _MAX_USER_NAME = 256
 
 
@@ -474,7 +481,7 @@ def parse(text: str, path: str) -> Config:
         problems.append(f"{where('hostname')}: hostname {hostname!r}{unset} is not a domain name: {why}")
 
     run_as = values["run_as"]
-    if run_as and (len(run_as) > _MAX_USER_NAME or not _USER_NAME.match(run_as)):
+    if run_as and (len(run_as) > _MAX_USER_NAME or not re.match(_USER_NAME, run_as)):
         problems.append(f"{where('run_as')}: run_as {run_as!r} is not a user name "
                         "(letters, digits, '.', '_' and '-', not starting with '-')")  # fmt: skip
 
@@ -492,7 +499,7 @@ def parse(text: str, path: str) -> Config:
     handoff = None
     raw_handoff = values["handoff"]
     if raw_handoff.lower() != "sendmail" and "handoff" not in refused:
-        m = _SMTP_HANDOFF.match(raw_handoff)
+        m = re.match(_SMTP_HANDOFF, raw_handoff)
         host = (m.group("v6") or m.group("host")) if m else ""
         why = None if m else "must be sendmail or smtp:HOST:PORT (e.g. smtp:127.0.0.1:10025)"
         if m and m.group("v6"):
@@ -538,7 +545,7 @@ def parse(text: str, path: str) -> Config:
     auth_dovecot = None
     raw_dovecot = values["auth_dovecot"]
     if raw_dovecot and "auth_dovecot" not in refused:
-        m = _DOVECOT.match(raw_dovecot)
+        m = re.match(_DOVECOT, raw_dovecot)
         why = None if m else ("must be unix:/PATH (Dovecot's auth listener, e.g. unix:/run/dovecot/auth-msa) "
                               "or inet:HOST:PORT")
         if m and m.group("port") and not 0 < int(m.group("port")) < 65536:
@@ -629,7 +636,7 @@ def parse(text: str, path: str) -> Config:
 def _metrics_listen(raw: str, where: str, problems: list[str]) -> tuple[str, int] | None:
     """S-1501: HOST:PORT ([V6]:PORT) of the /metrics endpoint: an IP address
     or a host name, and a port from 1 to 65535 (0, any port, only in tests)."""
-    m = _METRICS_LISTEN.match(raw)
+    m = re.match(_METRICS_LISTEN, raw)
     if not m:
         problems.append(f"{where}: metrics_listen {raw!r} is not HOST:PORT (like 127.0.0.1:9587 or [::1]:9587)")
         return None

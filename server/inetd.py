@@ -5,24 +5,32 @@ socket, STARTTLS is offered when TLS is configured and `--tls` handshakes at
 start; on pipes there is no TLS and `--tls` is refused clearly. When stderr
 is the socket (classic inetd), logs go to syslog so they never reach the
 client.
+
+inetd starts one process per connection, so the greeting comes as soon as
+what decides whether msa can serve at all has passed: the configuration,
+the spool, the directories configured, and users.db, the app passwords and
+the TLS files as files (`runtime.check_files`). Then, while the client
+reads the greeting, the rest is loaded: the contents of those files (the
+TLS context among them), the SMTP core, the session. Should a content be
+unusable, the log says why, as it would have before the greeting, and the
+client gets `421 4.3.0`. Without `--tls` nothing of ssl is imported
+before the greeting; with it, the handshake comes first, as before.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
+import select
 import stat
 import sys
+import time
 
 from delivery import spool
+from util.wait import wait
 
 from . import maillog
-from .auth import Authenticator
 from .config import Config
-from .runtime import Server, StartupError, build_runtime
-from .session import Session
-from .transport import PipeTransport, SocketTransport
+from .runtime import StartupError, build_runtime, load_files
 
 
 def _is_socket(fd: int) -> bool:
@@ -47,13 +55,22 @@ def config_failed(problems: list[str]) -> int:
     return 1
 
 
+def _write(fd: int, data: bytes, timeout: float) -> None:
+    """`data` on `fd` before the session's transport exists, within
+    `timeout`; an OSError when the client is gone or does not read."""
+    deadline = time.monotonic() + timeout
+    view = memoryview(data)
+    while view:
+        wait(fd, select.POLLOUT, deadline)
+        view = view[os.write(fd, view) :]
+
+
 def run(cfg: Config, implicit_tls: bool) -> int:
     stdin_socket = _is_socket(0)
     _setup_log(cfg.log)
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    early = not implicit_tls  # an implicit TLS session is greeted after its handshake
     try:
-        runtime = build_runtime(cfg, lazy=True)
+        runtime = build_runtime(cfg, lazy=True, files_only=early)
         spool.prepare(cfg.spool, clean=False)
     except StartupError as e:
         for p in e.problems:
@@ -65,6 +82,40 @@ def run(cfg: Config, implicit_tls: bool) -> int:
     if implicit_tls and runtime.ssl_context is None:
         maillog.error("inetd --tls needs tls_cert and tls_key")
         return 1
+    if implicit_tls and not stdin_socket:
+        print("msa: inetd --tls needs a socket on standard input", file=sys.stderr)
+        return 2
+    if early:
+        from smtp_states import replies as R
+
+        out = 0 if stdin_socket else 1  # where the session's transport writes
+        try:
+            _write(out, R.greeting(cfg.hostname).to_bytes(), cfg.timeout)  # S-201
+        except OSError:
+            pass  # the client is gone: the session finds it so and logs it as usual
+        try:
+            runtime = load_files(runtime)
+        except StartupError as e:
+            for p in e.problems:
+                maillog.error(p)
+            try:
+                _write(out, R.INTERNAL_ERROR.to_bytes(), cfg.timeout)
+            except OSError:
+                pass
+            return 1
+    return _serve(cfg, runtime, stdin_socket, implicit_tls, early)
+
+
+def _serve(cfg: Config, runtime: object, stdin_socket: bool, implicit_tls: bool, greeted: bool) -> int:
+    """The session itself, on fd 0's socket or on the pipes 0 and 1."""
+    import signal
+    import socket
+
+    from .auth import Authenticator
+    from .runtime import Server
+    from .session import Session
+    from .transport import PipeTransport, SocketTransport
+
     # Where the client is when fd 0 is not its TCP socket: ucspi-tcp's
     # tcpserver, systemd's Accept=yes, socat's EXEC.
     ip = next((os.environ[k] for k in ("TCPREMOTEIP", "REMOTE_ADDR", "SOCAT_PEERADDR") if os.environ.get(k)), "unknown")
@@ -79,15 +130,14 @@ def run(cfg: Config, implicit_tls: bool) -> int:
             pass
         transport: SocketTransport | PipeTransport = SocketTransport(sock)
     else:
-        if implicit_tls:
-            print("msa: inetd --tls needs a socket on standard input", file=sys.stderr)
-            return 2
         transport = PipeTransport(0, 1)
     for key in ("TCPREMOTEPORT", "REMOTE_PORT", "SOCAT_PEERPORT"):
         if port is None and os.environ.get(key, "").isdigit():
             port = int(os.environ[key])
-    server = Server(runtime)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death (S-307)
+    server = Server(runtime)  # type: ignore[arg-type]
     server.auth = Authenticator(server, cfg.auth_cache_ttl)
-    Session(server, transport, ip, port, implicit_tls).run()
+    Session(server, transport, ip, port, implicit_tls, greeted=greeted).run()
     server.close()
     return 0

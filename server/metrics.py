@@ -25,10 +25,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
 
-from smtp_states import replies as R
+TYPE_CHECKING = False  # typing is not imported before inetd's greeting (server/runtime.py makes NULL)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 #: Seconds: a local sendmail answers within milliseconds, a queue-full MTA
 #: or a remote SMTP hand-off within seconds; sendmail_timeout caps the end.
@@ -47,19 +48,21 @@ SIGNATURE_KINDS = ("dkim", "pgp", "hashcash")
 SIGNATURE_RESULTS = ("signed", "failed", "skipped")
 HANDOFF_RESULTS = ("sent", "deferred", "refused")
 
-_LIMITS = (R.RATE_LIMITED, R.RECIPIENT_LIMIT)
-_SIZE = (R.SIZE_EXCEEDED, R.HEADER_TOO_LARGE)
-_SMUGGLING = (R.BARE_CR, R.NUL_IN_DATA)
-_HEADER_SENDER = (R.CANNOT_VERIFY_FROM, R.NO_FROM_HEADER)
+def _replies() -> tuple[tuple[Any, ...], ...]:
+    from smtp_states import replies as R
+
+    return ((R.RATE_LIMITED, R.RECIPIENT_LIMIT), (R.SIZE_EXCEEDED, R.HEADER_TOO_LARGE),
+            (R.BARE_CR, R.NUL_IN_DATA), (R.CANNOT_VERIFY_FROM, R.NO_FROM_HEADER), (R.TOO_MANY_RECIPIENTS,))
 
 
 def refusal_reason(command: str, reply: Any) -> str:
     """S-1501's reason for a refused command or message (`reply`, 4xx/5xx)."""
+    _LIMITS, _SIZE, _SMUGGLING, _HEADER_SENDER, _RECIPIENTS = _replies()
     if reply in _LIMITS:
         return "limit"
     if reply in _SIZE:
         return "size"
-    if reply is R.TOO_MANY_RECIPIENTS:
+    if reply in _RECIPIENTS:
         return "recipients"
     if reply in _SMUGGLING:
         return "smuggling"
@@ -204,8 +207,9 @@ class Prometheus(Metrics):
             self._delayed.inc()
 
     def refused(self, command: str, reply: Any) -> None:
-        self._refusals.labels(refusal_reason(command, reply)).inc()
-        if command == "DATA" and (reply in _SIZE or reply in _SMUGGLING):  # the decoder's verdict ends it
+        reason = refusal_reason(command, reply)
+        self._refusals.labels(reason).inc()
+        if command == "DATA" and reason in ("size", "smuggling"):  # the decoder's verdict ends the message
             self._messages.labels("refused").inc()
 
     def message(self, reply: Any, size: int, recipients: int, handoff: Any = None, kind: str = "",

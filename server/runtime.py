@@ -10,26 +10,33 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
-import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import sasl
-from sasl.throttle import client_key as ip_key
-from smtp_states import Settings
+from dataclasses import dataclass, replace
 
 from util import files
 
-from . import maillog, tls
+from . import maillog
 from .affinity import CpuAffinity
 from .config import Config
+
+# inetd mode imports this module before its greeting: ssl, sasl/ and
+# smtp_states/ are imported where they are used (after it), typing not at all
+# (TYPE_CHECKING as a plain False, the idiom of PEP 781; type checkers read it as True).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+    from typing import Any
+
+    import sasl
+    from smtp_states import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
+    """What sessions read of the configuration and the files it names,
+    swapped whole on reload."""
+
     config: Config
     ssl_context: ssl.SSLContext | None
     users: Any  # sasl.UserDB (empty when the file is missing)
@@ -46,6 +53,8 @@ class Runtime:
         return (UsersFile(self.users), *self.others)
 
     def settings(self, mechanism_factory: Any = None, *, starttls: bool = True) -> Settings:
+        from smtp_states import Settings
+
         c = self.config
         mechanisms: tuple[str, ...] = ()
         if mechanism_factory is not None:
@@ -96,6 +105,8 @@ class RandomPool:
 
 def new_id() -> str:
     """An id without a pool (tools and tests)."""
+    import secrets  # not at start-up: it brings random
+
     return secrets.token_hex(5).upper()
 
 
@@ -121,6 +132,8 @@ class Slots:
         self._lock = threading.Lock()
 
     def acquire(self, ip: str) -> bool:
+        from sasl.throttle import client_key as ip_key
+
         key = ip_key(ip)
         with self._lock:
             if self._used >= self.total or self._by_ip.get(key, 0) >= self.per_ip:
@@ -130,6 +143,8 @@ class Slots:
             return True
 
     def release(self, ip: str) -> None:
+        from sasl.throttle import client_key as ip_key
+
         key = ip_key(ip)
         with self._lock:
             self._used -= 1
@@ -298,6 +313,10 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
             problems.append(f"{cfg.where(key)}: {key}: {e}")
     if problems:
         raise StartupError(problems)
+    import ssl
+
+    from . import tls
+
     try:
         return tls.server_context(cfg.tls_cert, cfg.tls_key)
     except (OSError, ssl.SSLError) as e:
@@ -330,28 +349,20 @@ def load_dkim(cfg: Config, previous: Any = None, warn: Callable[[str], None] = m
     return keys
 
 
-def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = False) -> Runtime:
+def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = False,
+                  files_only: bool = False) -> Runtime:
     """Everything a reload may change; `previous` lends the DKIM keys that
     fail to load now (CONTRACT.md: the last good set stays); `lazy`: what
-    inetd mode need not load before the greeting is loaded when used."""
+    inetd mode need not load before the greeting is loaded when used;
+    `files_only` (inetd mode before its greeting): users.db, the app
+    passwords and the TLS files are only checked as files (`check_files`)
+    and left out (None), for `load_files` to complete after the greeting."""
     problems: list[str] = []
-    ctx = None
-    try:
-        ctx = tls_context(cfg)
-    except StartupError as e:
-        problems.extend(e.problems)
-    users = None
-    try:
-        users = load_users(cfg)
-    except sasl.UserDBError as e:
-        problems.extend(e.problems)
-    from sasl import apppass
-
-    apps = None
-    try:
-        apps = load_apps(cfg)
-    except apppass.AppPasswordError as e:
-        problems.extend(e.problems)
+    if files_only:
+        problems.extend(check_files(cfg))
+        ctx = users = apps = None
+    else:
+        ctx, users, apps = _load_files(cfg, problems)
     dkim = None
     try:
         dkim = load_dkim(cfg, previous.dkim if previous is not None else None, lazy=lazy)
@@ -370,6 +381,60 @@ def build_runtime(cfg: Config, previous: Runtime | None = None, lazy: bool = Fal
     if problems:
         raise StartupError(problems)
     return Runtime(cfg, ctx, users, dkim, apps, tuple(others))
+
+
+def load_files(runtime: Runtime) -> Runtime:
+    """`runtime`, built with `files_only`, with users.db, the app passwords
+    and the TLS context loaded; StartupError lists what their contents
+    have wrong, as build_runtime would have."""
+    problems: list[str] = []
+    ctx, users, apps = _load_files(runtime.config, problems)
+    if problems:
+        raise StartupError(problems)
+    return replace(runtime, ssl_context=ctx, users=users, apps=apps)
+
+
+def _load_files(cfg: Config, problems: list[str]) -> tuple[ssl.SSLContext | None, Any, Any]:
+    """The TLS context, users.db and the app passwords; problems appended."""
+    import sasl
+    from sasl import apppass
+
+    ctx = users = apps = None
+    try:
+        ctx = tls_context(cfg)
+    except StartupError as e:
+        problems.extend(e.problems)
+    try:
+        users = load_users(cfg)
+    except sasl.UserDBError as e:
+        problems.extend(e.problems)
+    try:
+        apps = load_apps(cfg)
+    except apppass.AppPasswordError as e:
+        problems.extend(e.problems)
+    return ctx, users, apps
+
+
+def check_files(cfg: Config) -> list[str]:
+    """What loading the TLS files, users.db and the app passwords would
+    find wrong with the files themselves (not a regular file, unreadable,
+    too large; a TLS file missing), in the same words, without reading or
+    parsing them: no ssl and no sasl/ imported. A missing users.db or app
+    passwords file is no problem (the loaders warn of the first)."""
+    problems: list[str] = []
+    checks = [("tls_cert", files.TLS_MAX_OCTETS), ("tls_key", files.TLS_MAX_OCTETS)] if cfg.tls_cert and cfg.tls_key else []
+    checks.append(("users", files.USERS_MAX_OCTETS))
+    if cfg.app_passwords:
+        checks.append(("app_passwords", files.USERS_MAX_OCTETS))
+    for key, limit in checks:
+        try:
+            files.check_regular(getattr(cfg, key), limit)
+        except files.FileMissing as e:
+            if key.startswith("tls_"):
+                problems.append(f"{cfg.where(key)}: {key}: {e}")
+        except files.FileProblem as e:
+            problems.append(f"{cfg.where(key)}: {key}: {e}")
+    return problems
 
 
 def load_directories(cfg: Config, previous: Runtime | None = None) -> list[Any]:

@@ -8,7 +8,6 @@ makes no protocol decision of its own.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import time
@@ -95,12 +94,15 @@ class _Policy:
 
 
 class Session:
-    def __init__(self, server: Server, transport: Any, ip: str, port: int | None, implicit_tls: bool) -> None:
+    def __init__(self, server: Server, transport: Any, ip: str, port: int | None, implicit_tls: bool,
+                 greeted: bool = False) -> None:
         self.server = server
         self.transport = transport
         self.ip = client_ip(ip)
         self.port = port
         self.implicit_tls = implicit_tls
+        #: inetd mode wrote the core's greeting before loading the session (server/inetd.py)
+        self.greeted = greeted
         self.sid = server.random.new_id()
         self.client = maillog.client_name(self.ip, port)
         self.conn: Connection | None = None
@@ -158,8 +160,9 @@ class Session:
             trusted=cfg.is_trusted(self.ip),
         )
         self.conn = conn
-        conn.start()
-        self._flush()
+        if not self.greeted:
+            conn.start()
+            self._flush()
         while not conn.closed:
             if self.server.stopping.is_set() and not conn.in_transaction:
                 self._handle(conn.abort(R.shutting_down(cfg.hostname), "shutdown"))  # S-110
@@ -335,6 +338,8 @@ class Session:
     def _fix_context(self, env: Any, qid: str) -> Any:
         """What headers.fix and the hand-off need to know of this transaction
         (the message stamps `now` and `random` when it fixes the header)."""
+        import datetime
+
         import headers
 
         conn = self.conn

@@ -15,6 +15,9 @@ from .limits import MAX_REPLY_LINE
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """One reply: code, enhanced status code (RFC 3463, "" for none) and
+    text; a tuple of lines is a multiline reply."""
+
     code: int
     enhanced: str
     text: str | tuple[str, ...]

@@ -22,7 +22,8 @@ import os
 import stat
 
 __all__ = [
-    "CONFIG_MAX_OCTETS", "FileMissing", "FileProblem", "TLS_MAX_OCTETS", "USERS_MAX_OCTETS", "read_regular",
+    "CONFIG_MAX_OCTETS", "FileMissing", "FileProblem", "TLS_MAX_OCTETS", "USERS_MAX_OCTETS", "check_regular",
+    "read_regular",
 ]  # fmt: skip
 
 # --- bounds, each with its reason ---------------------------------------------
@@ -95,13 +96,8 @@ def _os_problem(path: str, error: OSError) -> FileProblem:
     return FileProblem(path, f"cannot read: {error.strerror or error}")
 
 
-def read_regular(path: str, limit: int) -> bytes:
-    """The whole content of the regular file ``path``, at most ``limit`` octets.
-
-    Raises ``FileMissing`` when it does not exist and ``FileProblem`` when it
-    is not a regular file, cannot be opened or read, or is larger than
-    ``limit``. Never blocks on a FIFO or device, never reads past the bound.
-    """
+def _open(path: str, limit: int) -> int:
+    """A descriptor of the regular file ``path``, no larger than ``limit``."""
     try:
         _regular(path, os.stat(path))  # before open: a device is never opened
         fd = os.open(path, _OPEN_FLAGS)
@@ -114,6 +110,31 @@ def read_regular(path: str, limit: int) -> bytes:
         _regular(path, st)  # what was opened, should the path have changed
         if st.st_size > limit:
             raise _too_big(path, limit)
+    except OSError as error:
+        os.close(fd)
+        raise _os_problem(path, error) from None
+    except FileProblem:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_regular(path: str, limit: int) -> None:
+    """Raises what ``read_regular`` would before reading ``path``: it exists,
+    is a regular file msa can open, no larger than ``limit``. Nothing is
+    read (inetd mode checks so before its greeting, and reads after it)."""
+    os.close(_open(path, limit))
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The whole content of the regular file ``path``, at most ``limit`` octets.
+
+    Raises ``FileMissing`` when it does not exist and ``FileProblem`` when it
+    is not a regular file, cannot be opened or read, or is larger than
+    ``limit``. Never blocks on a FIFO or device, never reads past the bound.
+    """
+    fd = _open(path, limit)
+    try:
         pieces: list[bytes] = []
         total = 0
         while True:  # st_size can lie (a file still growing; /proc reports 0)

@@ -12,7 +12,6 @@ No function here takes a password, an AUTH response or message content
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -131,10 +130,12 @@ def setup(kind: str = "stderr") -> None:
     log.setLevel(logging.INFO)
     handler: logging.Handler
     if kind == "syslog":
+        # Imported only here: logging.handlers brings pickle, queue and
+        # struct, which a session logging to stderr never uses.
+        from logging.handlers import SysLogHandler
+
         try:
-            handler = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
-            )
+            handler = SysLogHandler(address="/dev/log", facility=SysLogHandler.LOG_MAIL)
         except OSError:
             handler = _LineHandler(sys.stderr.fileno())
             handler.setFormatter(_Formatter(stamp=True))
