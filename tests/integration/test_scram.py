@@ -10,7 +10,6 @@ import base64
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -132,10 +131,12 @@ def test_unknown_user_looks_like_a_known_one(scram_msa):  # S-514, S-510: no enu
     # Timing: wrong password for a known user against an unknown user, each
     # from a fresh source address so that no S-511 delay applies.
     known, unknown = [], []
-    for i in range(12):
+    for i in range(16):
         known.append(scram_login(scram_msa, "alice", "wrong", source=f"127.0.2.{i + 1}")[1])
         unknown.append(scram_login(scram_msa, f"ghost{i}", "wrong", source=f"127.0.3.{i + 1}")[1])
-    ratio = statistics.median(unknown) / statistics.median(known)
+    # The fastest of each: the work itself, without what a loaded machine's
+    # scheduler adds to some runs (milliseconds here, as large as the work).
+    ratio = min(unknown) / min(known)
     assert 1 / 1.5 < ratio < 1.5, (known, unknown)
 
 
