@@ -43,6 +43,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--spool", metavar="DIR", default="",
+                    help="the spool directory (default: in the temporary directory, as the bench has it)")
     ap.add_argument("--msa", metavar="MSA_PY", default="",
                     help="another tree's msa.py (an A/B comparison against a copy of an older commit)")
     ap.add_argument("--cprofile", metavar="OUT", default="",
@@ -65,7 +67,7 @@ def main() -> int:
     m = msatest.start(tmp / "msa", None, argv=argv, hostname="msa.bench", listen="127.0.0.1:0 starttls",
                       users=str(tmp / "users.db"), sendmail=NULL_SENDMAIL, trusted_networks="127.0.0.1/32",
                       max_message_size=600 * 1024 * 1024, max_connections=3000, max_connections_per_ip=3000,
-                      timeout=300, sendmail_timeout=120)
+                      timeout=300, sendmail_timeout=120, **({"spool": args.spool} if args.spool else {}))
     try:
         port = next(iter(m.ports.values()))
         peer_postfix.smtp_source(port, msgfile, args.sessions, 400, timeout=120)  # warm-up
