@@ -105,19 +105,31 @@ class Child:
                  affinity: Any = None, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         """Start it; OSError when it cannot be started (S-804)."""
         self.start = time.monotonic()
-        with affinity.wide() if affinity is not None else contextlib.nullcontext():
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE if stdout_limit else subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                start_new_session=True,
-                env=ENV if env is None else env,
-                cwd=cwd,
-            )
+        # The pipes are made here and handed to Popen as descriptors: no
+        # file objects around them (each costs an fstat, an ioctl and an
+        # lseek), and standard output goes to one /dev/null kept open.
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC) if stdout_limit else (None, None)
+        ours = [fd for fd in (stdin_w, err_r, out_r) if fd is not None]
+        try:
+            with affinity.wide() if affinity is not None else contextlib.nullcontext():
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=stdin_r,
+                    stdout=out_w if out_w is not None else _devnull(),
+                    stderr=err_w,
+                    close_fds=True,
+                    start_new_session=True,
+                    env=ENV if env is None else env,
+                    cwd=cwd,
+                )
+        except BaseException:
+            _close_all(ours)
+            raise
+        finally:
+            _close_all(fd for fd in (stdin_r, err_w, out_w) if fd is not None)  # the child's ends
         proc = self.proc
-        assert proc.stdin is not None and proc.stderr is not None
         # What is left to write: memoryviews of bytes parts, and file ranges
         # as [fd, offset, octets left or None] (sendfile moves them).
         self.parts: deque[memoryview | list | Growing] = deque(
@@ -126,12 +138,13 @@ class Child:
         )
         self.growing = next((p for p in parts if isinstance(p, Growing)), None)
         self.deadline = math.inf  # run() sets it; for a Growing input, maybe later
-        self.stdin: int | None = proc.stdin.fileno()
-        self.err_fd = proc.stderr.fileno()
+        self.stdin: int | None = stdin_w
+        self.err_fd = err_r
         self.outputs: dict[int, tuple[bytearray, int]] = {self.err_fd: (bytearray(), stderr_limit)}
-        self.out_fd = proc.stdout.fileno() if proc.stdout is not None else None
+        self.out_fd = out_r
         if self.out_fd is not None:
             self.outputs[self.out_fd] = (bytearray(), stdout_limit)
+        self.outputs_open = True
         self.overflow = False
         for fd in (self.stdin, *self.outputs):
             os.set_blocking(fd, False)
@@ -177,6 +190,8 @@ class Child:
         if growing is not None:
             poller.register(growing._wake_r, select.POLLIN)
         reading = set(self.outputs)
+        if self.deadline > time.monotonic() and not (growing is not None and growing.cancelled):
+            self._wrote(poller, self._write())  # the pipe starts empty: no poll before the first write
         while not (self.exited and self.stdin is None):
             if growing is not None and growing.cancelled:
                 return False
@@ -186,12 +201,7 @@ class Child:
             wait = remaining if self.pidfd is not None else min(remaining, 0.01)
             for fd, event in poller.poll(None if wait == math.inf else wait * 1000):
                 if fd == self.stdin:
-                    more = False if event & (select.POLLERR | select.POLLHUP) else self._write()
-                    if more is None:  # a Growing input waits for the file to grow
-                        poller.modify(fd, 0)
-                    elif not more:
-                        poller.unregister(fd)
-                        self._close_stdin()
+                    self._wrote(poller, False if event & (select.POLLERR | select.POLLHUP) else self._write())
                 elif growing is not None and fd == growing._wake_r:
                     growing.drain()
                     if growing.starved and (growing.limit > growing.sent or growing.final):
@@ -207,6 +217,11 @@ class Child:
                     poller.unregister(fd)
             if self.pidfd is None and self.proc.poll() is not None:
                 self.exited = True
+            elif not reading and self.stdin is None and not self.exited and self.proc.poll() is not None:
+                # Its input is done and its output has ended: it has most
+                # likely exited, and asking costs less than another poll.
+                self.exited = True
+                poller.unregister(self.pidfd)
             if self.exited and self.stdin is not None:
                 poller.unregister(self.stdin)
                 self._close_stdin()  # it stopped reading: its status decides
@@ -214,39 +229,55 @@ class Child:
             self._read(fd)  # what is already in the pipes
         return True
 
+    def _wrote(self, poller: Any, more: bool | None) -> None:
+        """Act on what _write said."""
+        if more is None:  # a Growing input waits for the file to grow
+            poller.modify(self.stdin, 0)
+        elif not more:
+            poller.unregister(self.stdin)
+            self._close_stdin()
+
     def _write(self) -> bool | None:
-        """Write what the pipe takes; False when done or the child stopped
-        reading; None when a Growing input has sent all there is so far."""
+        """Write what the pipe takes, part after part: True when it is full
+        (wait for room), False when all is written or the child stopped
+        reading, None when a Growing input has sent all there is so far."""
         assert self.stdin is not None
         parts = self.parts
         try:
-            while parts and _written(parts[0]):
-                parts.popleft()
-            if not parts:
-                return False
-            part = parts[0]
-            if isinstance(part, Growing):
-                return self._write_growing(part)
-            if isinstance(part, memoryview):
-                n = os.write(self.stdin, part)
-                parts[0] = part[n:]
-                return True
-            fd, offset, left = part
-            count = CHUNK if left is None else min(CHUNK, left)
-            try:
-                n = os.sendfile(self.stdin, fd, offset, count)
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.ENOSYS):
-                    raise
-                data = os.pread(fd, count, offset)
-                n = os.write(self.stdin, data) if data else 0
-            if n == 0:  # the end of the file
-                parts.popleft()
-                return bool(parts)
-            part[1] += n
-            if left is not None:
-                part[2] = left - n
-            return True
+            while True:
+                while parts and _written(parts[0]):
+                    parts.popleft()
+                if not parts:
+                    return False
+                part = parts[0]
+                if isinstance(part, Growing):
+                    more = self._write_growing(part)
+                    if more is not True:
+                        return more
+                    continue
+                if isinstance(part, memoryview):
+                    n = os.write(self.stdin, part)
+                    parts[0] = part[n:]
+                    if n < len(part):
+                        return True  # the pipe is full
+                    continue
+                fd, offset, left = part
+                count = CHUNK if left is None else min(CHUNK, left)
+                try:
+                    n = os.sendfile(self.stdin, fd, offset, count)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOSYS):
+                        raise
+                    data = os.pread(fd, count, offset)
+                    n = os.write(self.stdin, data) if data else 0
+                if n == 0:  # the end of the file
+                    parts.popleft()
+                    continue
+                part[1] += n
+                if left is not None:
+                    part[2] = left - n
+                if n < count:
+                    return True  # the pipe is full (or the file ends: the next call finds out)
         except BlockingIOError:
             return True
         except OSError:  # EPIPE and friends
@@ -291,14 +322,14 @@ class Child:
 
     def _close_stdin(self) -> None:
         if self.stdin is not None:
-            self.proc.stdin.close()  # type: ignore[union-attr]
+            _close_all((self.stdin,))
             self.stdin = None
 
     def _close(self) -> None:
         self._close_stdin()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        if self.outputs_open:
+            self.outputs_open = False
+            _close_all(self.outputs)  # their buffers stay, for run()'s result
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -311,6 +342,31 @@ def run(argv: list[str], parts: tuple[Part, ...], timeout: float, **kw: Any) -> 
     except OSError as e:
         return e
     return child.run(child.start + timeout)
+
+
+def _close_all(fds: Any) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+_devnull_fd: int | None = None
+
+
+def _devnull() -> int:
+    """/dev/null, opened once for every child's standard output (a
+    descriptor kept open for the process's life, close-on-exec here and
+    duplicated onto the child's fd 1 by Popen)."""
+    global _devnull_fd
+    if _devnull_fd is None:
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        if _devnull_fd is None:
+            _devnull_fd = fd
+        else:  # another thread was first
+            os.close(fd)
+    return _devnull_fd
 
 
 def _written(part: memoryview | list | Growing) -> bool:

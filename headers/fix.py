@@ -17,7 +17,7 @@ from datetime import timezone
 
 from .context import FixContext
 from .limits import MAX_DOMAIN, MAX_LINE, MIN_MESSAGE_ID_RANDOM
-from .parse import HeaderBlock
+from .parse import Field, HeaderBlock
 from .received import HOST_TABLE, ID_TABLE, received_field, restrict, rfc5322_date
 from .senders import SenderProblem, parse_addresses
 
@@ -95,14 +95,15 @@ def _with_crlf(raw: bytes) -> bytes:
     return raw + b"\r\n"
 
 
-def _kept_fields(block: HeaderBlock, message_id: bytes | None) -> list[bytes]:
+def _kept_fields(block: HeaderBlock, message_id: bytes | None, invalid: list[Field]) -> list[bytes]:
     """The client's fields in order, minus S-704's, every invalid Message-ID:
-    dropped; ``message_id``, when given, takes the place of the first one."""
+    (those in ``invalid``) dropped; ``message_id``, when given, takes the
+    place of the first one."""
     out: list[bytes] = []
     for f in block.fields:
         if f.lname in _REMOVED:
             continue
-        if f.lname == "message-id" and not valid_msg_id(f.value()):
+        if f.lname == "message-id" and any(f is bad for bad in invalid):
             if message_id is not None:
                 out.append(message_id)
                 message_id = None
@@ -124,12 +125,13 @@ def fix(block: HeaderBlock, ctx: FixContext) -> bytes | SenderProblem:
         if isinstance(from_field, SenderProblem):
             return from_field
     ids = block.named("message-id")
+    invalid = [f for f in ids if not valid_msg_id(f.value())]  # each value checked once
     message_id = None
-    if not any(valid_msg_id(f.value()) for f in ids):
+    if len(invalid) == len(ids):
         # RFC 5322 §3.6.4; RFC 6409 §8.3: missing or invalid, ours instead.
         message_id = f"Message-ID: {_message_id(ctx)}\r\n".encode("ascii")
     parts = [received_field(ctx)]
-    parts += _kept_fields(block, message_id if ids else None)
+    parts += _kept_fields(block, message_id if ids else None, invalid)
     if "date" not in names:
         # RFC 5322 §3.6.1 orig-date; RFC 6409 §8.2.
         parts.append(f"Date: {rfc5322_date(ctx.now)}\r\n".encode("ascii"))

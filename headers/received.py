@@ -74,6 +74,9 @@ def restrict(text: str, table: bytes, limit: int) -> str:
 # RFC 5321 §4.1.2: sub-domain = Let-dig [Ldh-str] (RFC 1035 labels, ≤ 63).
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _IPV6_TEXT = re.compile(r"[0-9A-Fa-f:.]+")
+#: A dotted quad in the form ipaddress writes (no leading zeros), so that
+#: it stands for itself.
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
 
 
 def _address_literal(text: str) -> bool:
@@ -115,6 +118,8 @@ def client_literal(client_ip: str) -> str | None:
     """The client address as a Received: address literal: ``[192.0.2.1]``,
     ``[IPv6:2001:db8::1]``; ``::ffff:a.b.c.d`` shown as IPv4 (S-109); None
     when it is not an IP address (e.g. "unknown")."""
+    if _IPV4.fullmatch(client_ip):
+        return f"[{client_ip}]"  # as ipaddress writes it, without parsing it
     try:
         address = ipaddress.ip_address(client_ip)
     except ValueError:
@@ -153,8 +158,11 @@ def _recipient(ctx: FixContext) -> str | None:
     breaks and angle brackets become "?", non-ASCII too unless SMTPUTF8."""
     if len(ctx.recipients) != 1:
         return None  # S-706; several would also reveal Bcc recipients
+    rcpt = ctx.recipients[0]
+    if rcpt.isascii() and rcpt.isprintable() and "<" not in rcpt and ">" not in rcpt:
+        return rcpt  # the common case: nothing to replace
     chars = []
-    for c in ctx.recipients[0]:
+    for c in rcpt:
         o = ord(c)
         if (
             c in "<>\u2028\u2029"

@@ -315,7 +315,8 @@ class Session:
         user = conn.user
         ctx = self._fix_context(envelope, qid)
         may_send_as = (lambda address: self.policy.may_send_as(user, address)) if user is not None else (lambda _: False)
-        submission = Submission(qid, self.client, user, conn.helo, envelope, ctx, self._xforward(ctx), may_send_as,
+        xforward = self._xforward(ctx) if self.server.runtime.config.handoff is not None else ()  # SMTP only
+        submission = Submission(qid, self.client, user, conn.helo, envelope, ctx, xforward, may_send_as,
                                 self._senders_hint() if user is not None else None)
         self.message = Message(self.server.services(), submission)
 

@@ -169,6 +169,22 @@ def split_path_and_params(arg: bytes, prefix: bytes) -> tuple[bytes, list[bytes]
     rest = arg[len(prefix) :].lstrip(b" ")
     if not rest.startswith(b"<"):
         return None
+    if b'"' not in rest:  # no quoted string: the first ">" ends the path
+        end = rest.find(b">", 1)
+    else:
+        end = _path_end(rest)
+    if end == -1:
+        return None
+    path = rest[: end + 1]
+    tail = rest[end + 1 :]
+    if tail and not tail.startswith(b" "):
+        return None
+    return path, tail.split()
+
+
+def _path_end(rest: bytes) -> int:
+    """Where the path that starts `rest` ends: its first ">" outside quotes
+    (a backslash inside quotes escapes the next octet); -1 if none."""
     quoted = escaped = False
     end = -1
     for i in range(1, len(rest)):  # bounded by the 2048-octet line
@@ -182,13 +198,7 @@ def split_path_and_params(arg: bytes, prefix: bytes) -> tuple[bytes, list[bytes]
         elif c == 0x3E and not quoted:
             end = i
             break
-    if end == -1:
-        return None
-    path = rest[: end + 1]
-    tail = rest[end + 1 :]
-    if tail and not tail.startswith(b" "):
-        return None
-    return path, tail.split()
+    return end
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,14 +242,16 @@ class Connection(AuthExchange):
         if i == -1:
             if self._discarding:
                 buf.clear()
-            elif len(buf) >= self._limit():
+            elif len(buf) >= MAX_COMMAND_LINE and len(buf) >= self._limit():
                 self._discarding = True
                 buf.clear()
             return None
-        limit = self._limit()
+        # The limit depends on the line's start, so it is looked at before
+        # the line leaves the buffer; no line of the common length passes it.
+        too_long = i + 1 > MAX_COMMAND_LINE and i + 1 > self._limit()
         line = bytes(buf[: i + 1])
         del buf[: i + 1]
-        if self._discarding or len(line) > limit:
+        if self._discarding or too_long:
             self._discarding = False
             if self.state is State.AUTH:
                 self._end_auth()

@@ -8,7 +8,7 @@ except the greeting and the EHLO/HELO replies; 3xx replies carry none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .limits import MAX_REPLY_LINE
 
@@ -21,11 +21,20 @@ class Reply:
     code: int
     enhanced: str
     text: str | tuple[str, ...]
+    #: The reply as sent, made once: most replies are constants of this
+    #: module, sent again with every command.
+    wire: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", self._wire())
 
     def lines(self) -> tuple[str, ...]:
         return self.text if isinstance(self.text, tuple) else (self.text,)
 
     def to_bytes(self) -> bytes:
+        return self.wire
+
+    def _wire(self) -> bytes:
         lines = self.lines()
         out = []
         for i, line in enumerate(lines):
