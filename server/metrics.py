@@ -48,11 +48,20 @@ SIGNATURE_KINDS = ("dkim", "pgp", "hashcash")
 SIGNATURE_RESULTS = ("signed", "failed", "skipped")
 HANDOFF_RESULTS = ("sent", "deferred", "refused")
 
+_REPLY_GROUPS: tuple[tuple[Any, ...], ...] = ()
+
+
 def _replies() -> tuple[tuple[Any, ...], ...]:
+    """The replies each reason names, made once (smtp_states is loaded
+    after inetd's greeting, so not at import)."""
+    global _REPLY_GROUPS
+    if _REPLY_GROUPS:
+        return _REPLY_GROUPS
     from smtp_states import replies as R
 
-    return ((R.RATE_LIMITED, R.RECIPIENT_LIMIT), (R.SIZE_EXCEEDED, R.HEADER_TOO_LARGE),
+    _REPLY_GROUPS = ((R.RATE_LIMITED, R.RECIPIENT_LIMIT), (R.SIZE_EXCEEDED, R.HEADER_TOO_LARGE),
             (R.BARE_CR, R.NUL_IN_DATA), (R.CANNOT_VERIFY_FROM, R.NO_FROM_HEADER), (R.TOO_MANY_RECIPIENTS,))
+    return _REPLY_GROUPS
 
 
 def refusal_reason(command: str, reply: Any) -> str:

@@ -409,3 +409,17 @@ def b64(data: bytes | str) -> str:
 def stuff(data: bytes) -> bytes:
     """Dot-stuff a CRLF message for DATA, as RFC 5321 §4.5.2 says."""
     return re.sub(rb"(?m)^\.", b"..", data)
+
+
+def run_as_scratch() -> tuple[Path, Path]:
+    """A directory outside pytest's 0700 tree that `nobody` can reach (for
+    run_as tests), with a world-writable `outbox` in it; the caller removes
+    it (shutil.rmtree)."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
+    os.chmod(base, 0o755)
+    outbox = base / "outbox"
+    outbox.mkdir()
+    os.chmod(outbox, 0o777)
+    return base, outbox

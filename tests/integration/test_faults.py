@@ -260,16 +260,11 @@ def test_run_as_drops_privileges_after_binding(tmp_path, certs):  # CONTRACT run
     if os.getuid() != 0:
         pytest.skip("run_as needs root to switch users")
     import pwd
-    import tempfile
 
     nobody = pwd.getpwnam("nobody")
     # Outside pytest's 0700 tree, so that nobody can reach the spool and the
     # outbox; the sendmail is a shell line, as nobody cannot run this venv.
-    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
-    os.chmod(base, 0o755)
-    outbox = base / "outbox"
-    outbox.mkdir(mode=0o777)
-    os.chmod(outbox, 0o777)
+    base, outbox = msatest.run_as_scratch()
     try:
         m = msatest.start(tmp_path / "m", certs, run_as="nobody", spool=str(base / "spool"),
                           sendmail=f"/bin/sh -c 'cat > \"$0/message\"' {outbox}")

@@ -507,15 +507,9 @@ def test_run_as_holds_for_the_master_and_every_worker(tmp_path, certs):  # S-160
         pytest.skip("run_as needs root to switch users")
     import pwd
     import shutil
-    import tempfile
-    from pathlib import Path
 
     nobody = pwd.getpwnam("nobody")
-    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
-    os.chmod(base, 0o755)
-    outbox = base / "outbox"
-    outbox.mkdir(mode=0o777)
-    os.chmod(outbox, 0o777)
+    base, outbox = msatest.run_as_scratch()
     try:
         m = msatest.start(tmp_path / "m", certs, run_as="nobody", spool=str(base / "spool"), workers=2,
                           sendmail=f"/bin/sh -c 'cat > \"$0/$$.message\"' {outbox}")

@@ -96,18 +96,13 @@ def test_metrics_after_run_as_are_the_daemon_users_files(tmp_path, certs):  # S-
     import os
     import pwd
     import shutil
-    import tempfile
 
     import promtest
 
     if os.getuid() != 0:
         pytest.skip("run_as needs root to switch users")
     nobody = pwd.getpwnam("nobody")
-    base = Path(tempfile.mkdtemp(prefix="msa-run-as-"))
-    os.chmod(base, 0o755)
-    outbox = base / "outbox"
-    outbox.mkdir(mode=0o777)
-    os.chmod(outbox, 0o777)
+    base, outbox = msatest.run_as_scratch()
     try:
         stale = base / "spool" / "metrics"
         stale.mkdir(parents=True)
