@@ -229,6 +229,40 @@ def msa_cpu(m: msatest.MsaProcess) -> float:
     return total
 
 
+def worker_pids(m: msatest.MsaProcess) -> list[int]:
+    """The live workers of an msa started with workers (the pids its log
+    names as started, less any that has since exited)."""
+    pids = []
+    for pid in dict.fromkeys(int(p) for p in re.findall(r"msa\[(\d+)\]: worker \d+ of \d+ started", m.log())):
+        if os.path.exists(f"/proc/{pid}/status"):
+            pids.append(pid)
+    return pids
+
+
+def all_pids(m: msatest.MsaProcess) -> list[int]:
+    """msa's own processes: the master (or the only process) and its workers,
+    not the sendmail children."""
+    return [m.proc.pid, *worker_pids(m)]
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared between the master and its forked
+    workers counted once in all, where an RSS sum counts them in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_hwm(pid: int) -> None:
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -435,11 +469,21 @@ class Bench:
         c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
                                  password=PASSWORD, source=loadgen.source_address(1))
         loadgen.send_big(c, 2 * MIB, chunk)  # warm-up: lazy imports, first spool file
+        # workers = auto beside workers = 1 (S-1601): one session lands on one
+        # worker, so its peak is that worker's; the other processes are idle.
+        auto = auto_c = None
+        auto_rates: list[float] = []
+        auto_growth = 0.0
+        if 1 in self.cases:
+            auto = self.start_msa("msa-big-auto", workers="auto")
+            auto_c = loadgen.open_session(auto.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                          password=PASSWORD, source=loadgen.source_address(2))
+            loadgen.send_big(auto_c, 2 * MIB, chunk)
         pf = None
         if 1 in self.cases and self.postfix is not None:
             pf = loadgen.open_session(self.postfix.port, tls=None, mode="plain", user=None, password=None)
             loadgen.send_big(pf, 2 * MIB, chunk)
-        sizes = [10, 50, 100, 100, 500] if 2 in self.cases else [100, 100]
+        sizes = [10, 50, 100, 100, 100, 500] if 2 in self.cases else [100, 100, 100]
         seconds: dict[int, float] = {}
         with self.phase(name, m):
             for size in sizes:
@@ -454,6 +498,16 @@ class Bench:
                 seconds[size] = r.seconds
                 if size == 100:
                     tls_rates.append(r.size / MIB / r.seconds)
+                    if auto is not None and auto_c is not None:
+                        log("msa workers = auto: 100 MiB over STARTTLS + AUTH")
+                        pids = all_pids(auto)
+                        befores = {p: rss_kib(p) for p in pids}
+                        for p in pids:
+                            reset_hwm(p)
+                        r = loadgen.send_big(auto_c, 100 * MIB, chunk)
+                        auto_rates.append(r.size / MIB / r.seconds)
+                        for p in pids:
+                            auto_growth = max(auto_growth, (rss_kib(p, "VmHWM") - befores[p]) / 1024)
                     if pf is not None:
                         log("Postfix smtpd: 100 MiB plaintext")
                         r = loadgen.send_big(pf, 100 * MIB, chunk)
@@ -461,6 +515,10 @@ class Bench:
         c.quit()
         if pf is not None:
             pf.quit()
+        if auto is not None and auto_c is not None:
+            auto_c.quit()
+            n_workers = len(worker_pids(auto))
+            self.stop_msa(auto)
         plain = None
         if 1 in self.cases:
             log("msa: 100 MiB plaintext (trusted client)")
@@ -479,16 +537,28 @@ class Bench:
             c.quit()
             aio_rate = r.size / MIB / r.seconds
             runs = ", ".join(f"{x:.0f}" for x in tls_rates)
-            self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail", msa_rate, "MiB/s",
-                                 "Postfix smtpd, plaintext", max(pf_rates) if pf_rates else None, ">= 1x",
-                                 ratio_min=1.0, skipped="" if self.postfix else f"Postfix: {self.postfix_skip}",
-                                 note=f"best of 2 alternating runs (msa {runs}; Postfix "
+            self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail, workers=1", msa_rate, "MiB/s",
+                                 "Postfix smtpd, plaintext", max(pf_rates) if pf_rates else None, ">= 1.5x",
+                                 ratio_min=1.5, skipped="" if self.postfix else f"Postfix: {self.postfix_skip}",
+                                 note=f"best of 3 alternating runs (msa {runs}; Postfix "
                                       f"{', '.join(f'{x:.0f}' for x in pf_rates)}); msa used "
                                       f"{100 * statistics.mean(cpu_share):.0f}% of one core meanwhile (one "
                                       "session thread); msa spools to disk and pipes to sendmail, Postfix "
                                       "writes its queue file"))
             self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail", msa_rate, "MiB/s",
                                  "aiosmtpd, plaintext (1 run)", aio_rate, ">= 8x", ratio_min=8.0))
+            pf_best = max(pf_rates) if pf_rates else None
+            auto_best = max(auto_rates) if auto_rates else None
+            self.rows.append(Row("1", "100 MiB msg, STARTTLS+AUTH, null sendmail, workers=auto", auto_best, "MiB/s",
+                                 "Postfix smtpd, plaintext", pf_best, ">= 1.5x", ratio_min=1.5,
+                                 skipped="" if self.postfix else f"Postfix: {self.postfix_skip}",
+                                 note=f"S-1601: {n_workers} workers, one session on one of them; runs "
+                                      f"{', '.join(f'{x:.0f}' for x in auto_rates)} alternating with the above"))
+            self.rows.append(Row("1", "peak RSS growth, 100 MiB msg, workers=1 (VmHWM)", growth[100], "MiB",
+                                 target="<= 32 MiB", abs_max=32.0))
+            self.rows.append(Row("1", "peak RSS growth, 100 MiB msg, workers=auto (VmHWM)", auto_growth, "MiB",
+                                 target="<= 32 MiB", abs_max=32.0,
+                                 note="the largest growth of any of msa's processes, master and workers"))
             self.rows.append(Row("1", "same message, msa plaintext (trusted, no TLS)", plain, "MiB/s",
                                  "msa STARTTLS+AUTH", msa_rate, "", note="information: what TLS costs msa"))
         if 2 in self.cases:
@@ -572,23 +642,27 @@ class Bench:
             return "/".join(f"{x:.0f}" for x in xs)
 
         msa_rate = best(msa_r)
-        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
-                             "aiosmtpd (file per message)", best(aio_r), ">= 1.5x", ratio_min=1.5,
-                             note=f"smtp-source -d -s 8, plaintext, trusted client; best of 3 rounds "
-                                  f"(msa {runs(msa_r)}, aiosmtpd {runs(aio_r)}) {note} {aio_note}".strip()))
-        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
+        auto_rate = best(auto_r)
+        common = "smtp-source -d -s 8, plaintext, trusted client; best of 3 alternating rounds"
+        # S-1601: the targets are for workers = auto; workers = 1 is printed
+        # beside each, from the same rounds, so that the gain is visible.
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=auto", auto_rate, "msg/s",
                              "spawn floor: 8 thr sh -c cat", best(floor_r), ">= 0.8x", ratio_min=0.8,
-                             note=f"floor: Python threads spawning msa's exact sendmail argv, 4 KiB on "
-                                  f"stdin, 2 s per round ({runs(floor_r)})"))
-        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail", msa_rate, "msg/s",
+                             note=f"{common}; {workers} workers (auto {runs(auto_r)}); floor: Python threads "
+                                  f"spawning msa's exact sendmail argv, 4 KiB on stdin, 2 s per round "
+                                  f"({runs(floor_r)}); CPU per message, master and workers: "
+                                  f"{fmt(1000 * auto_cpu / auto_n if auto_n else None)} ms {auto_note}".strip()))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=1", msa_rate, "msg/s",
+                             "spawn floor: 8 thr sh -c cat", best(floor_r), "",
+                             note=f"information: workers = 1 in the same rounds ({runs(msa_r)}) {note}".strip()))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=auto", auto_rate, "msg/s",
+                             "aiosmtpd (file per message)", best(aio_r), ">= 1x", ratio_min=1.0,
+                             note=f"aiosmtpd {runs(aio_r)} {aio_note}".strip()))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=1", msa_rate, "msg/s",
+                             "aiosmtpd (file per message)", best(aio_r), "", note="information"))
+        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=auto", auto_rate, "msg/s",
                              "Postfix smtpd (discard)", best(pf_r), "", skipped="" if self.postfix else
                              f"Postfix: {self.postfix_skip}", note=f"information; rounds {runs(pf_r)} {pf_note}".strip()))
-        self.rows.append(Row("3", "4 KiB msgs/s, 8 sessions, null sendmail, workers=auto", best(auto_r), "msg/s",
-                             "msa, workers = 1", msa_rate, "",
-                             note=f"information (S-1601): {workers} workers; the same smtp-source load in the same "
-                                  f"alternating rounds (auto {runs(auto_r)}, workers = 1 {runs(msa_r)}); CPU per "
-                                  f"message, master and workers: {fmt(1000 * auto_cpu / auto_n if auto_n else None)}"
-                                  f" ms {auto_note}".strip()))
         self.rows.append(Row("3", "msa CPU per message (its own process)", 1000 * one_cpu / msa_n if msa_n else None,
                              "ms", "floor: spawning thread's CPU per start", 1000 * floor_cpu / floor_n
                              if floor_n else None, "",
@@ -759,87 +833,99 @@ class Bench:
 
     # -- case 6: 1000 idle TLS connections -------------------------------------------------------
     def case_idle(self) -> None:
-        cprof = self.cprofile_path("case6")
-        m = self.start_msa("msa-idle", profile_cprofile=cprof)
-        pid = m.proc.pid
-        base = rss_kib(pid) / 1024
-        conns: list[loadgen.Client] = []
+        """1000 idle TLS sessions on msa with workers = 1 and with workers =
+        auto, then on aiosmtpd. With workers, "all processes together" is the
+        sum over the master and its workers: RSS counts the pages they share
+        since the fork in each of them, so PSS is printed beside it."""
+        n_total = 1000
         lock = threading.Lock()
         errors: list[str] = []
-        n_total = 1000
 
-        def opener_to(k: int, port: int) -> None:
-            for i in range(k, n_total, 8):
-                try:
-                    c = loadgen.Client(port, source=loadgen.source_address(20000 + i),
-                                       implicit_tls=self.client_ctx)
-                    c.expect(220, "greeting")
-                    with lock:
-                        conns.append(c)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(f"{type(e).__name__}: {e}")
+        def open_many(port: int) -> list[loadgen.Client]:
+            conns: list[loadgen.Client] = []
 
-        log("msa: opening 1000 idle TLS sessions")
-        served = None
-        served_s = None
-        with self.phase("case6", m):
-            t0 = time.perf_counter()
-            ts = [threading.Thread(target=opener_to, args=(k, m.ports["tls"])) for k in range(8)]
+            def opener(k: int) -> None:
+                for i in range(k, n_total, 8):
+                    try:
+                        c = loadgen.Client(port, source=loadgen.source_address(20000 + i),
+                                           implicit_tls=self.client_ctx)
+                        c.expect(220, "greeting")
+                        with lock:
+                            conns.append(c)
+                    except Exception as e:  # noqa: BLE001
+                        errors.append(f"{type(e).__name__}: {e}")
+
+            ts = [threading.Thread(target=opener, args=(k,)) for k in range(8)]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join(120)
-            open_s = time.perf_counter() - t0
-            time.sleep(1.0)
-            rss = rss_kib(pid) / 1024
-            threads = len(os.listdir(f"/proc/{pid}/task"))
-            try:
-                t1 = time.perf_counter()
-                c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
-                                         password=PASSWORD, source=loadgen.source_address(30000))
-                c.envelope()
-                c.sock.sendall(self.msg4k + b".\r\n")
-                c.expect(250, "end of data")
-                c.quit()
-                served_s = time.perf_counter() - t1
-                served = 1.0
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"new client: {type(e).__name__}: {e}")
-                served = 0.0
-        for c in conns:
-            c.close()
-        self.stop_msa(m)
-        self.finish_cprofile("case6", cprof)
+            return conns
+
+        for workers in ("1", "auto"):
+            cprof = self.cprofile_path("case6") if workers == "1" else None
+            m = self.start_msa(f"msa-idle-{workers}", profile_cprofile=cprof, workers=workers)
+            base = sum(rss_kib(p) for p in all_pids(m)) / 1024
+            log(f"msa workers = {workers}: opening 1000 idle TLS sessions")
+            served = None
+            served_s = None
+            with self.phase("case6", m if workers == "1" else None):
+                t0 = time.perf_counter()
+                conns = open_many(m.ports["tls"])
+                open_s = time.perf_counter() - t0
+                time.sleep(1.0)
+                pids = all_pids(m)
+                rss = sum(rss_kib(p) for p in pids) / 1024
+                pss = sum(pss_kib(p) for p in pids) / 1024
+                each = ", ".join(f"{rss_kib(p) / 1024:.0f}" for p in pids)
+                threads = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids)
+                try:
+                    t1 = time.perf_counter()
+                    c = loadgen.open_session(m.ports["starttls"], tls=self.client_ctx, mode="starttls", user=USER,
+                                             password=PASSWORD, source=loadgen.source_address(30000))
+                    c.envelope()
+                    c.sock.sendall(self.msg4k + b".\r\n")
+                    c.expect(250, "end of data")
+                    c.quit()
+                    served_s = time.perf_counter() - t1
+                    served = 1.0
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"new client: {type(e).__name__}: {e}")
+                    served = 0.0
+            for c in conns:
+                c.close()
+            self.stop_msa(m)
+            if cprof:
+                self.finish_cprofile("case6", cprof)
+            err = f"; {len(errors)} errors: {errors[0]}" if errors else ""
+            procs = f"{len(pids)} processes (master and {len(pids) - 1} workers), RSS each {each} MiB, " \
+                if len(pids) > 1 else ""
+            self.rows.append(Row("6", f"RSS with {len(conns)} idle TLS sessions, workers={workers}", rss, "MiB",
+                                 target="<= 150 MiB", abs_max=150.0,
+                                 note=f"{procs}PSS sum {pss:.1f} MiB; RSS at start {base:.1f} MiB; {threads} "
+                                      f"threads; opened in {open_s:.1f} s{err}"))
+            self.rows.append(Row("6", f"new client served meanwhile (1 = yes), workers={workers}", served, "",
+                                 target="served", abs_min=1.0,
+                                 note=f"STARTTLS+AUTH+4 KiB message took {served_s * 1000:.0f} ms"
+                                 if served_s else ""))
+            if workers == "1":
+                msa_rss, msa_conns = rss, len(conns)
         # the same 1000 idle sessions on a fresh aiosmtpd (implicit TLS)
         log("aiosmtpd: opening 1000 idle TLS sessions")
         self.start_aiosmtpd()
         assert self.aiosmtpd is not None
         aio_pid = self.aiosmtpd.pid
         aio_base = rss_kib(aio_pid) / 1024
-        msa_conns = len(conns)
-        conns = []
-        port6 = self.aiosmtpd_tls_port
-        ts = [threading.Thread(target=opener_to, args=(k, port6)) for k in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
+        conns = open_many(self.aiosmtpd_tls_port)
         time.sleep(1.0)
         aio_rss = rss_kib(aio_pid) / 1024
         aio_conns = len(conns)
         for c in conns:
             c.close()
         self.start_aiosmtpd()  # fresh again for whatever follows
-        err = f"; {len(errors)} errors: {errors[0]}" if errors else ""
-        self.rows.append(Row("6", f"RSS with {msa_conns} idle TLS sessions", rss, "MiB",
-                             target="<= 150 MiB", abs_max=150.0,
-                             note=f"RSS at start {base:.1f} MiB; {threads} threads; opened in {open_s:.1f} s{err}"))
-        self.rows.append(Row("6", f"RSS with {msa_conns} idle TLS sessions", rss, "MiB",
+        self.rows.append(Row("6", f"RSS with {msa_conns} idle TLS sessions, workers=1", msa_rss, "MiB",
                              f"aiosmtpd, {aio_conns} idle TLS sessions", aio_rss, "",
                              note=f"information: aiosmtpd's RSS at start {aio_base:.1f} MiB"))
-        self.rows.append(Row("6", "new client served meanwhile (1 = yes)", served, "",
-                             target="served", abs_min=1.0,
-                             note=f"STARTTLS+AUTH+4 KiB message took {served_s * 1000:.0f} ms" if served_s else ""))
 
     # -- case 7: inetd start-up ------------------------------------------------------------------
     def case_inetd(self) -> None:
@@ -935,7 +1021,7 @@ class Bench:
         self.rows.append(Row("7", "inetd: spawn to 220 greeting, median of 30", med(t_msa) * 1000, "ms",
                              "python -I -S, import ssl,socket,... (exit)", med(t_std) * 1000, "<= 1.3x",
                              ratio_max=1.3,
-                             note=f"msa.py with cached .pyc; min {min(t_msa) * 1000:.1f} ms, max "
+                             note=f"workers does not apply (S-1601: inetd runs one session per process, workers = auto in the config is ignored there); msa.py with cached .pyc; min {min(t_msa) * 1000:.1f} ms, max "
                                   f"{max(t_msa) * 1000:.1f} ms; interpreter {py}; the floor: the stdlib modules "
                                   f"any Python inetd SMTP server needs before its greeting ({', '.join(STDLIB_MIN)}), "
                                   "median of 10"))
@@ -1071,13 +1157,16 @@ class Bench:
         finally:
             sink.stop()
         runs = "; ".join(f"{k} {'/'.join(f'{x:.0f}' for x in v)}" for k, v in rates.items())
-        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, handoff = smtp, sink", max(rates["msa"]), "msg/s",
-                             "aiosmtpd (file per message)", max(rates["aiosmtpd"]), ">= 1x", ratio_min=1.0,
-                             note=f"smtp-sink discards; best of 3 alternating rounds ({runs}) {note}".strip()))
-        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, smtp to sink, workers=auto", max(rates["msa-auto"]), "msg/s",
-                             "msa, workers = 1", max(rates["msa"]), "",
-                             note=f"information (S-1601): {workers} workers, in the same alternating rounds; "
-                                  f"CPU per message, master and workers: {1000 * auto_per_msg:.2f} ms"))
+        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, smtp to sink, workers=auto", max(rates["msa-auto"]),
+                             "msg/s", "aiosmtpd (file per message)", max(rates["aiosmtpd"]), ">= 1.5x",
+                             ratio_min=1.5,
+                             note=f"S-1601: {workers} workers; smtp-sink discards; best of 3 alternating rounds "
+                                  f"({runs}); CPU per message, master and workers: {1000 * auto_per_msg:.2f} ms "
+                                  f"{note}".strip()))
+        self.rows.append(Row("10", "4 KiB msgs/s, 8 sessions, smtp to sink, workers=1", max(rates["msa"]), "msg/s",
+                             "aiosmtpd (file per message)", max(rates["aiosmtpd"]), "",
+                             note="information: workers = 1 in the same rounds (its target before S-1601 was "
+                                  ">= 1x)"))
         self.rows.append(Row("10", "msa CPU per message, handoff = smtp, sink", 1000 * per_msg, "ms",
                              note="information: user+system CPU of msa's process per message"))
         (kept, kept_cpu), (fresh, fresh_cpu) = reuse
