@@ -110,12 +110,18 @@ def test_injection_never_reaches_dovecot(connect, dovecot, in_name, char):
 
 def test_what_dovecot_receives(connect, dovecot):
     # S-1302: the AUTH line as Dovecot parsed and logged it, over one kept connection.
+    # The session ID is this test's own, and Dovecot's log process writes a
+    # line after the reply is sent: the test waits for the second.
     d, _ = connect()
+    session = f"t1-{time.monotonic_ns()}"
+    client = Client(session=session, local_ip="127.0.0.1", local_port=587, remote_ip="127.0.0.1",
+                    remote_port=40000, tls=True)
     for _ in range(2):
-        assert d.authenticate(dovecot.user("BLF-CRYPT"), PW, CLIENT).ok
-    got = [r for r in dovecot.requests() if "session=t1\t" in r][-2:]
-    assert got == [f"AUTH\t{n}\tPLAIN\tservice=smtp\tsession=t1\tlip=127.0.0.1\trip=127.0.0.1\tlport=587\trport=40000"
-                   f"\tsecured=tls\tno-penalty\tresp=<hidden>" for n in (1, 2)]
+        assert d.authenticate(dovecot.user("BLF-CRYPT"), PW, client).ok
+    dovecot.wait_log(rf"client in: AUTH\t2\tPLAIN\tservice=smtp\tsession={session}\t")
+    got = [r for r in dovecot.requests() if f"session={session}\t" in r]
+    assert got == [f"AUTH\t{n}\tPLAIN\tservice=smtp\tsession={session}\tlip=127.0.0.1\trip=127.0.0.1\tlport=587"
+                   f"\trport=40000\tsecured=tls\tno-penalty\tresp=<hidden>" for n in (1, 2)]
 
 
 def test_concurrent_threads_get_their_own_answers(connect, dovecot):
