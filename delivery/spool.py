@@ -4,11 +4,21 @@ Files are created O_EXCL, mode 0600, in a 0700 directory, named from the
 queue id only (never from client input, S-1012), written without fsync (the
 MTA's queue is the durable store), and removed in every case. At start, any
 file left by a crash is removed (S-1015).
+
+Each file is held under an exclusive flock(2) by the process that made it,
+which the kernel drops when that process ends however it ends. A file whose
+lock can be taken is therefore nobody's: `sweep` removes those, at start
+and when a worker (S-1601) dies, and leaves alone the files of every live
+session, of this process or another (inetd sessions sharing the directory).
+Removing a live file's name would do no harm either: its owner reads and
+writes it only through its descriptor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -53,16 +63,43 @@ def prepare(directory: str, clean: bool = True) -> int:
             os.chmod(directory, 0o700)
         except OSError as e:
             raise SpoolError(f"{directory}: mode {stat.S_IMODE(st.st_mode):o} and chmod failed: {e.strerror}") from None
+    return sweep(directory, at_start=True) if clean else 0
+
+
+def sweep(directory: str, at_start: bool = False) -> int:
+    """Remove the spool files no live process holds (see above); how many.
+    Where flock(2) does not work, nothing can be told: then every file goes
+    `at_start` (S-1015, as before locks) and none later."""
     removed = 0
-    if not clean:
+    try:
+        names = os.listdir(directory)
+    except OSError:
         return 0
-    for name in os.listdir(directory):
-        if _NAME.match(name):
+    for name in names:
+        if not _NAME.match(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # gone meanwhile, or no plain file (a symlink): a live session's never
+            if at_start:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed += 1
+            continue
+        try:
             try:
-                os.unlink(os.path.join(directory, name))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) or not at_start:
+                    continue  # held: a live session's
+            try:
+                os.unlink(path)
                 removed += 1
             except OSError:
                 pass
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -75,6 +112,10 @@ class SpoolFile:
     def __init__(self, directory: str, queue_id: str) -> None:
         self.path = os.path.join(directory, f"{PREFIX}{queue_id}{SUFFIX}")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "mine while I live": see sweep
+        except OSError:
+            pass  # a file system without flock: the file is removed as ever, only not swept
         self.size = 0
         self.failed = False
         self.reason = ""

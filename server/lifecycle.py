@@ -335,6 +335,7 @@ def _master(cfg: Config, server: Server, listeners: list[Listener], count: int, 
     master = Master(count, SlotKeeper(cfg.max_connections, cfg.max_connections_per_ip), start_worker,
                     drain_bound=cfg.sendmail_timeout + DRAIN_GRACE, listeners=[lst.socket for lst in listeners],
                     notify=_notify, ready_line=f"ready: {cfg.hostname}, {users} users, {count} workers")
+    master.sweep = lambda: spool.sweep(cfg.spool)  # a killed worker's files go now, not at the next start
     if endpoint is not None:  # S-1501, S-1601: the master serves the sum over its workers
         from . import metrics
 

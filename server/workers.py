@@ -102,6 +102,9 @@ class Master:
         #: first workers are forked; None without metrics_listen.
         self.endpoint: Any = None
         self.on_death: Callable[[int], None] = lambda pid: None  # metrics.process_died
+        #: Removes what a worker that did not exit cleanly left in the spool
+        #: (delivery/spool.py sweep: the files no live process holds); how many.
+        self.sweep: Callable[[], int] = lambda: 0
 
     def pids(self) -> list[int]:
         """The pids of the workers running now (for /metrics, S-1601)."""
@@ -324,18 +327,27 @@ class Master:
             w.pid, w.up = 0, False
             self._reloading.discard(pid)
             how = _status(status)
+            left = self._sweep() if status else 0  # a clean exit removed its own
+            spooled = f", {left} spool file(s) it left removed" if left else ""
             if self._stop:  # the drain counts what is left; a clean exit is the rule then
                 if status:
-                    maillog.warning(f"worker {w.number} pid {pid} {how} while stopping")
+                    maillog.warning(f"worker {w.number} pid {pid} {how} while stopping{spooled}")
                 continue
             died = True
-            slots = f", {freed} connection slot(s) given back" if freed else ""
+            slots = f", {freed} connection slot(s) given back{spooled}" if freed else spooled
             if not self._ready:
                 maillog.error(f"worker {w.number} pid {pid} {how} before every worker was up; stopping")
                 continue
             w.restart_at = max(time.monotonic(), w.started + RESTART_INTERVAL)
             maillog.warning(f"worker {w.number} pid {pid} {how}{slots}; starting another")
         return died
+
+    def _sweep(self) -> int:
+        try:
+            return self.sweep()
+        except OSError as e:
+            maillog.warning(f"spool: cannot remove what a dead worker left: {e.strerror or e}")
+            return 0
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -364,6 +376,7 @@ class Master:
         while self.pids() and time.monotonic() < deadline:
             self._wait(min(0.5, max(0.0, deadline - time.monotonic())))
             self._reap()
+        killed = False
         for w in self._workers:
             if w.pid:
                 maillog.warning(f"worker {w.number} pid {w.pid} still running after {self._drain_bound:g} s; killing it")
@@ -373,6 +386,9 @@ class Master:
                 except ChildProcessError:
                     pass
                 w.pid = 0
+                killed = True
+        if killed and (left := self._sweep()):
+            maillog.warning(f"removed {left} spool file(s) the killed worker(s) left")
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w):
             try:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import sys
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -206,6 +207,43 @@ def test_stale_spool_files_removed_at_start(tmp_path, certs):  # S-1015
         m.wait_log(r"removed 1 stale spool file")
     finally:
         m.stop()
+
+
+def test_a_start_removes_only_what_no_live_session_holds(tmp_path, certs):  # S-1015, delivery/spool.py
+    # An inetd session sharing the spool is mid-DATA when serve starts: its
+    # file is held (flock) and stays; a stale one goes; the session delivers.
+    conf = msatest.write_config(tmp_path, certs, trusted_networks="127.0.0.1/32")
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, msatest.MSA, "inetd", "-c", str(conf)], stdin=theirs, stdout=theirs,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TCPREMOTEIP": "127.0.0.1"})
+    theirs.close()
+    try:
+        w = Wire(ours)
+        w.reply()
+        w.expect("EHLO x.example", 250)
+        w.transaction("alice@example.org", "bob@example.net")
+        w.send(HDR + b"Subject: shared spool\r\n\r\nfirst half\r\n")
+        spool = tmp_path / "spool"
+        assert msatest.wait_until(lambda: len(list(spool.glob("msa-*.msg"))) == 1, 10)
+        [live] = [p.name for p in spool.glob("msa-*.msg")]
+        (spool / "msa-0123456789.msg").write_bytes(b"left by a crash")
+        m = msatest.start(tmp_path / "serve", certs, spool=str(spool))
+        try:
+            m.wait_log(r"removed 1 stale spool file")
+            assert sorted(p.name for p in spool.glob("msa-*.msg")) == [live]
+        finally:
+            m.stop()
+        w.send(b"second half\r\n.\r\n")
+        assert w.reply()[0] == 250
+        w.expect("QUIT", 221)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    [d] = msatest.Outbox(tmp_path / "outbox").messages()
+    assert d.data.endswith(b"first half\r\nsecond half\r\n")
+    assert list(spool.glob("msa-*.msg")) == []
 
 
 def test_sigkill_mid_data_then_restart(tmp_path, certs):  # S-1015

@@ -281,12 +281,17 @@ def test_a_killed_worker_is_replaced_and_loses_nor_doubles_nothing(start_msa):  
         w.expect("EHLO client.example", 250)
         w.transaction("alice@example.org", "bob@example.net")
         w.send(message(f"m{i}") + b"half of the body\r\n")
+    spool = m.dir / "spool"
+    spooled = lambda: sorted(spool.glob("msa-*.msg"))  # noqa: E731
+    assert msatest.wait_until(lambda: len(spooled()) == 4, 10)  # one per transaction in DATA
     victim = sessions[0][1]
     number = next(n for n, pid in worker_pids(m).items() if pid == victim)
     lost = [i for i, (_, pid) in enumerate(sessions) if pid == victim]
     kept = [i for i, (_, pid) in enumerate(sessions) if pid != victim]
     t0 = time.monotonic()
     os.kill(victim, signal.SIGKILL)
+    m.wait_log(rf"worker {number} pid {victim} killed by signal 9")
+    assert len(spooled()) == len(kept)  # the live sessions' files are theirs still
     for i in kept:  # the other worker's transactions go on
         w = sessions[i][0]
         w.send(b"the rest\r\n.\r\n")
@@ -297,8 +302,11 @@ def test_a_killed_worker_is_replaced_and_loses_nor_doubles_nothing(start_msa):  
             w.send(b"the rest\r\n.\r\n")
             w.reply()
         w.close()
+    # S-1015 without waiting for a restart of serve: the master removes the
+    # dead worker's spool files at once, and none of the other's live ones.
     m.wait_log(rf"msa\[{m.proc.pid}\]: warning: worker {number} pid {victim} killed by signal 9 \(SIGKILL\), "
-               rf"{len(lost)} connection slot\(s\) given back; starting another")
+               rf"{len(lost)} connection slot\(s\) given back, {len(lost)} spool file\(s\) it left removed; "
+               rf"starting another")
     assert msatest.wait_until(lambda: worker_pids(m)[number] != victim, 10)
     assert time.monotonic() - t0 < 10
     new_pid = worker_pids(m)[number]
@@ -316,6 +324,7 @@ def test_a_killed_worker_is_replaced_and_loses_nor_doubles_nothing(start_msa):  
     for i in kept:
         close_session(m, sessions[i][0])
     assert message_ids(m) == [f"m{i}" for i in range(4)]  # each exactly once
+    assert spooled() == []
 
 
 def _alice(tmp_path):
