@@ -367,6 +367,10 @@ class Bench:
     def start_aiosmtpd(self) -> None:
         """A fresh aiosmtpd peer: plain/STARTTLS port and implicit-TLS port."""
         self.stop_aiosmtpd()
+        # The peer numbers its files from 0 on every start: a restarted one
+        # would overwrite the last one's, and the count of files (how its
+        # accepted messages are checked) would not grow.
+        shutil.rmtree(self.aiosmtpd_dir, ignore_errors=True)
         logf = open(self.tmp / "aiosmtpd.log", "ab")
         self.aiosmtpd = subprocess.Popen(
             [sys.executable, str(BENCH / "peer_aiosmtpd.py"), str(self.aiosmtpd_dir),
