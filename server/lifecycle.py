@@ -468,6 +468,7 @@ def _run(cfg: Config, server: Server, listeners: list[Listener], worker: _Worker
         for s in left:
             s.force_close()
     server.close()
+    spool.release_idle()  # the emptied files kept for reuse (a worker ends by os._exit: no atexit)
     if endpoint is not None:
         endpoint.close()
     maillog.info("stopped" if worker is None else f"worker {worker.number} stopped")

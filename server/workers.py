@@ -387,7 +387,9 @@ class Master:
                     pass
                 w.pid = 0
                 killed = True
-        if killed and (left := self._sweep()):
+        # Whatever a worker left (killed, or a session that closed after its
+        # drain): no process of this daemon holds a spool file now.
+        if (left := self._sweep()) and killed:
             maillog.warning(f"removed {left} spool file(s) the killed worker(s) left")
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w):

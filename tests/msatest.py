@@ -113,8 +113,11 @@ class MsaProcess:
         return found
 
     def spool_files(self) -> list[str]:
-        """The spool's message files (its slot-* lock files, server/slots.py, stay)."""
-        return sorted(n for n in os.listdir(self.spool) if not n.startswith("slot-")) if self.spool.exists() else []
+        """The spool's message files (its slot-* lock files, server/slots.py,
+        stay; so do the emptied idle-* files kept for reuse, delivery/spool.py)."""
+        if not self.spool.exists():
+            return []
+        return sorted(n for n in os.listdir(self.spool) if not n.startswith(("slot-", "idle-")))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

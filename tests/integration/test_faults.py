@@ -246,6 +246,33 @@ def test_a_start_removes_only_what_no_live_session_holds(tmp_path, certs):  # S-
     assert list(spool.glob("msa-*.msg")) == []
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_spool_files_are_emptied_reused_and_gone_at_stop(tmp_path, certs, workers):  # S-1012, S-1015, delivery/spool.py
+    # A finished message's file is emptied and waits as idle-PID-N (0600),
+    # the next message of that process takes the same inode under its own
+    # name, and nothing is left in the spool once serve has stopped.
+    m = msatest.start(tmp_path / "m", certs, workers=workers)
+    spool = m.dir / "spool"
+    try:
+        inodes = []
+        for i in range(6):
+            w = _start_transaction(m)
+            w.send(HDR + f"Subject: {i}\r\n\r\n".encode() + b"body line\r\n" * 200 + b".\r\n")
+            assert w.reply()[0] == 250
+            w.expect("QUIT", 221)
+            w.close()
+            assert m.spool_files() == []
+            idle = sorted(spool.glob("idle-*"))
+            assert idle and all(p.stat().st_size == 0 and p.stat().st_mode & 0o777 == 0o600 for p in idle)
+            inodes.append({p.stat().st_ino for p in idle})
+        assert len(set().union(*inodes)) <= workers  # one file per process, used again and again
+        assert len(m.outbox.messages()) == 6
+        assert all(d.data.endswith(b"body line\r\n" * 200) for d in m.outbox.messages())
+    finally:
+        assert m.stop() == 0
+    assert sorted(p.name for p in spool.iterdir() if not p.name.startswith("slot-")) == []
+
+
 def test_sigkill_mid_data_then_restart(tmp_path, certs):  # S-1015
     m = msatest.start(tmp_path / "m", certs)
     w = _start_transaction(m)
