@@ -84,9 +84,8 @@ def prepare(directory: str, clean: bool = True) -> int:
 
 
 def sweep(directory: str, at_start: bool = False) -> int:
-    """Remove the spool files no live process holds (see above); how many.
-    Where flock(2) does not work, nothing can be told: then every file goes
-    `at_start` (S-1015, as before locks) and none later."""
+    """Remove the spool files no live process holds (see above); how many
+    held a message (an idle file held none)."""
     removed = 0
     try:
         names = os.listdir(directory)
@@ -97,28 +96,28 @@ def sweep(directory: str, at_start: bool = False) -> int:
         if not message and not _IDLE_NAME.match(name):
             continue
         path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:  # gone meanwhile, or no plain file (a symlink): a live session's never
-            if at_start:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                    removed += message
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) or not at_start:
-                    continue  # held: a live session's
-            try:
+        if _unowned(path, at_start):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-                removed += message  # an idle file held no message
-            except OSError:
-                pass
-        finally:
-            os.close(fd)
+                removed += message
     return removed
+
+
+def _unowned(path: str, at_start: bool) -> bool:
+    """Whether no live process holds `path` (its lock can be taken). Where
+    that cannot be told (no flock here, or no plain file: a symlink), it is
+    stale only `at_start` (S-1015, as before locks), never later."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return at_start
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        return at_start and e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
 
 
 class _IdleFiles:

@@ -327,7 +327,7 @@ class Master:
             w.pid, w.up = 0, False
             self._reloading.discard(pid)
             how = _status(status)
-            left = self._sweep() if status else 0  # a clean exit removed its own
+            left = self.sweep() if status else 0  # a clean exit removed its own
             spooled = f", {left} spool file(s) it left removed" if left else ""
             if self._stop:  # the drain counts what is left; a clean exit is the rule then
                 if status:
@@ -341,13 +341,6 @@ class Master:
             w.restart_at = max(time.monotonic(), w.started + RESTART_INTERVAL)
             maillog.warning(f"worker {w.number} pid {pid} {how}{slots}; starting another")
         return died
-
-    def _sweep(self) -> int:
-        try:
-            return self.sweep()
-        except OSError as e:
-            maillog.warning(f"spool: cannot remove what a dead worker left: {e.strerror or e}")
-            return 0
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -389,7 +382,7 @@ class Master:
                 killed = True
         # Whatever a worker left (killed, or a session that closed after its
         # drain): no process of this daemon holds a spool file now.
-        if (left := self._sweep()) and killed:
+        if (left := self.sweep()) and killed:
             maillog.warning(f"removed {left} spool file(s) the killed worker(s) left")
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w):

@@ -326,7 +326,7 @@ class RedisStore:
         (S-1403: check; serve's start-up check). Never raises."""
         try:
             self._redis.ping()
-            self._redis.eval(scripts.PROBE, 0)
+            self._redis.eval(scripts.PROBE, 0)  # Redis EVAL of our fixed Lua script (no input in it)
         except self._errors as e:
             return f"{self.where}: {_why(e)}"
         try:

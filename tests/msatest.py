@@ -144,9 +144,13 @@ class MsaProcess:
         return 0
 
     def reset_hwm(self) -> None:
-        """Reset the peak RSS counter (Linux: write 5 to clear_refs)."""
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")
+        reset_hwm(self.proc.pid)
+
+
+def reset_hwm(pid: int) -> None:
+    """Reset a process's peak RSS counter (Linux: write 5 to clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
 
 
 def write_config(directory: Path, certs: Certs | None, **overrides: object) -> Path:
