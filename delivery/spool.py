@@ -144,7 +144,7 @@ class _IdleFiles:
                 os.link(idle, path)
             except OSError as e:
                 _discard(fd, idle)
-                if e.errno != errno.EEXIST:
+                if e.errno not in (errno.EEXIST, errno.ENOENT):  # ENOENT: swept by another process
                     self.closed = True  # no hard links here: files are made and removed as before
                 return None
             with contextlib.suppress(OSError):
